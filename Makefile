@@ -1,0 +1,39 @@
+# The README's two commands: `make serve` and `make test`. Everything else supports them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_REPOSITORY ?= models
+export MODEL_REPOSITORY
+
+.PHONY: setup serve models models-if-missing test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: on these machines 2.13.0 is a CPU build on disk; unpinned pip pulls CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[serve,train,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Build the default models into MODEL_REPOSITORY (replaced by trained weights in `training defaults`).
+models: setup
+	$(PY) -m training defaults --out $(MODEL_REPOSITORY)
+
+models-if-missing: setup
+	@if ls $(MODEL_REPOSITORY)/*/*/card.json >/dev/null 2>&1; then \
+		echo "models found in $(MODEL_REPOSITORY)"; else $(MAKE) models; fi
+
+serve: models-if-missing
+	$(PY) -m app
+
+lint: setup
+	$(VENV)/bin/ruff check app training tests bench
+	$(VENV)/bin/ruff format --check app training tests bench
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

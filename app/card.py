@@ -1,0 +1,124 @@
+"""The model card: the whole contract between `training/` (which writes it) and `app/` (which reads it).
+
+`models/<name>/<version>/card.json` sits beside `model.onnx`; the same JSON is stored in the ONNX
+file's `metadata_props` under the key `model_card`. The service learns everything about a model
+from this card and never imports torch, onnx or `training/`.
+
+This module depends on pydantic alone, so both halves can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CARD_FILE = "card.json"
+MODEL_FILE = "model.onnx"
+METADATA_KEY = "model_card"
+SCHEMA_VERSION = 1
+
+Task = Literal["classification", "segmentation", "pose"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputSpec(_Frozen):
+    """The graph's one input: `uint8` RGB images `(N, height, width, 3)`, normalised inside."""
+
+    name: str = "image"
+    height: int
+    width: int
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["uint8"] = "uint8"
+    color: Literal["RGB"] = "RGB"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class OutputSpec(_Frozen):
+    """One graph output. `shape` uses -1 for the dynamic batch axis."""
+
+    name: str
+    dtype: Literal["float32", "uint8", "int64"]
+    shape: list[int]
+    description: str = ""
+
+
+class Preprocess(_Frozen):
+    """How the service turns an arbitrary image into the input canvas (the recipe's test pipeline).
+
+    - classification: resize the short side to `resize_short` (bilinear), centre-crop the input size.
+    - segmentation: resize to fit the canvas keeping the aspect ratio, pad bottom/right with
+      `pad_value`; the padding is cut from the mask before it is scaled back.
+    - pose: each person box becomes a crop of the box centre with scale `box_padding` × (w, h),
+      widened to the input's aspect ratio, warped affinely to the input size.
+    """
+
+    resize_short: int | None = None
+    keep_ratio: bool = True
+    pad_value: int = 0
+    box_padding: float | None = None
+
+
+class Weights(_Frozen):
+    """Where the exported weights came from, so a card never overstates what a model can do."""
+
+    source: Literal["random-init", "openmmlab", "torchvision", "trained"]
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    trained_on: str | None = Field(default=None, description="data set the weights were trained on")
+    note: str = ""
+
+
+class Parity(_Frozen):
+    """PyTorch against ONNX Runtime on the same images, measured at export."""
+
+    metric: str
+    value: float
+    tolerance: float
+    images: int
+
+
+class ModelCard(_Frozen):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: int
+    task: Task
+    recipe: str
+    dataset: str
+    input: InputSpec
+    outputs: list[OutputSpec]
+    preprocess: Preprocess
+    labels: list[str] = Field(description="class names, or keypoint names for pose")
+    palette: list[tuple[int, int, int]] | None = None
+    skeleton: list[tuple[int, int]] | None = None
+    flip_indices: list[int] | None = None
+    weights: Weights
+    published_metrics: dict[str, float] = Field(default_factory=dict)
+    measured_metrics: dict[str, float] = Field(default_factory=dict)
+    parameters: int
+    parity: Parity
+    opset: int
+    created: str
+    onnx_sha256: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,282 @@
+"""One recipe per row of the OpenMMLab MobileNetV2 results tables, named after its config file.
+
+A recipe holds everything its row needs: the network, input size, normalisation, labels, the
+training schedule, the published metrics and the released checkpoint. Look-up by name from one
+registry: `RECIPES`, `get_recipe()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
+
+from app.card import Task
+from training import labels
+from training.nets.heads import (
+    ASPPHead,
+    ClsHead,
+    DepthwiseSeparableASPPHead,
+    FCNHead,
+    HeatmapHead,
+    PSPHead,
+)
+from training.nets.mobilenet_v2 import MobileNetV2, init_weights
+from training.nets.models import Classifier, Normalize, Segmentor, TopdownPoseEstimator
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+SEG_HEAD_CHANNELS = 512
+
+Head = Literal["linear", "fcn", "pspnet", "deeplabv3", "deeplabv3plus", "heatmap"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The optimiser and learning-rate policy of a results-table row (batch size is the total)."""
+
+    optimizer: Literal["sgd", "adam"]
+    lr: float
+    batch_size: int
+    policy: Literal["step", "poly", "multistep"]
+    epochs: int | None = None
+    iterations: int | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    gamma: float = 0.1  # step: × gamma every epoch; multistep: × gamma at each milestone
+    milestones: tuple[int, ...] = ()  # epochs
+    power: float = 0.9  # poly
+    min_lr: float = 0.0  # poly
+    warmup_iterations: int = 0
+    warmup_ratio: float = 0.001
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: Task
+    dataset: str
+    input_size: tuple[int, int]  # (H, W) of the exported graph
+    head: Head
+    num_outputs: int  # classes, or keypoints for pose
+    schedule: Schedule
+    published: dict[str, float]
+    labels: Callable[[], list[str]]
+    checkpoint_url: str | None = None
+    checkpoint_note: str = ""
+    palette: Callable[[], list[tuple[int, int, int]]] | None = None
+    skeleton: tuple[tuple[int, int], ...] | None = None
+    flip_indices: tuple[int, ...] | None = None
+    sigma: float | None = None  # pose: Gaussian σ of the heatmap targets, heatmap pixels
+    seg_scale: tuple[int, int] | None = None  # segmentation: mmseg's (w, h) scale of resize
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    config_url: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int] | None:
+        """(H, W) of the pose heatmaps: a quarter of the input."""
+        if self.task != "pose":
+            return None
+        return self.input_size[0] // 4, self.input_size[1] // 4
+
+    def build(self, with_aux: bool = True) -> nn.Module:
+        """A freshly initialised network; `with_aux` keeps segmentation's training-only FCN head."""
+        normalize = Normalize(self.mean, self.std)
+        model: nn.Module
+        if self.task == "classification":
+            model = Classifier(MobileNetV2(), ClsHead(1280, self.num_outputs), normalize)
+        elif self.task == "pose":
+            model = TopdownPoseEstimator(MobileNetV2(), HeatmapHead(1280, self.num_outputs), normalize)
+        else:
+            backbone = MobileNetV2(
+                strides=(1, 2, 2, 1, 1, 1, 1),
+                dilations=(1, 1, 1, 2, 2, 4, 4),
+                out_indices=(1, 2, 4, 6),
+                with_conv2=False,
+            )
+            aux = FCNHead(96, 256, self.num_outputs, in_index=2, num_convs=1, concat_input=False)
+            model = Segmentor(
+                backbone, _seg_head(self.head, self.num_outputs), normalize, aux if with_aux else None
+            )
+        init_weights(model)
+        return model
+
+
+def _seg_head(head: Head, num_classes: int) -> nn.Module:
+    c = SEG_HEAD_CHANNELS
+    if head == "fcn":
+        return FCNHead(320, c, num_classes)
+    if head == "pspnet":
+        return PSPHead(320, c, num_classes)
+    if head == "deeplabv3":
+        return ASPPHead(320, c, num_classes)
+    if head == "deeplabv3plus":
+        return DepthwiseSeparableASPPHead(320, c, num_classes, c1_in_channels=24)
+    raise ValueError(f"not a segmentation head: {head}")
+
+
+_MMSEG = "https://download.openmmlab.com/mmsegmentation/v0.5/mobilenet_v2"
+_MMPOSE = "https://download.openmmlab.com/mmpose"
+_CFG = "https://github.com/open-mmlab/{repo}/blob/main/configs/{path}.py"
+
+CLASSIFIER = Recipe(
+    name="mobilenet-v2_8xb32_in1k",
+    task="classification",
+    dataset="imagenet-1k",
+    input_size=(224, 224),
+    head="linear",
+    num_outputs=1000,
+    schedule=Schedule("sgd", 0.045, 256, "step", epochs=300, weight_decay=4e-5, gamma=0.98),
+    published={"params_m": 3.5, "gflops": 0.319, "top1": 71.86, "top5": 90.42},
+    labels=labels.imagenet1k_classes,
+    checkpoint_url="https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/"
+    "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth",
+    config_url=_CFG.format(repo="mmpretrain", path="mobilenet_v2/mobilenet-v2_8xb32_in1k"),
+)
+
+# (head, published Cityscapes mIoU, checkpoint file, published ADE20K mIoU, checkpoint file)
+_SEG_ROWS: tuple[tuple[Head, float, str, float, str], ...] = (
+    (
+        "fcn",
+        61.54,
+        "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024/"
+        "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024-20230224_185436-13fef4ea.pth",
+        19.71,
+        "fcn_m-v2-d8_512x512_160k_ade20k/fcn_m-v2-d8_512x512_160k_ade20k_20200825_214953-c40e1095.pth",
+    ),
+    (
+        "pspnet",
+        70.23,
+        "pspnet_m-v2-d8_512x1024_80k_cityscapes/pspnet_m-v2-d8_512x1024_80k_cityscapes_20200825_124817-19e81d51.pth",
+        29.68,
+        "pspnet_m-v2-d8_512x512_160k_ade20k/pspnet_m-v2-d8_512x512_160k_ade20k_20200825_214953-f5942f7a.pth",
+    ),
+    (
+        "deeplabv3",
+        73.84,
+        "deeplabv3_m-v2-d8_512x1024_80k_cityscapes/"
+        "deeplabv3_m-v2-d8_512x1024_80k_cityscapes_20200825_124836-bef03590.pth",
+        34.08,
+        "deeplabv3_m-v2-d8_512x512_160k_ade20k/deeplabv3_m-v2-d8_512x512_160k_ade20k_20200825_223255-63986343.pth",
+    ),
+    (
+        "deeplabv3plus",
+        75.20,
+        "deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes/"
+        "deeplabv3plus_m-v2-d8_512x1024_80k_cityscapes_20200825_124836-d256dd4b.pth",
+        34.02,
+        "deeplabv3plus_m-v2-d8_512x512_160k_ade20k/"
+        "deeplabv3plus_m-v2-d8_512x512_160k_ade20k_20200825_223255-465a01d4.pth",
+    ),
+)
+
+
+def _segmentation_recipes() -> list[Recipe]:
+    recipes = []
+    for head, city_miou, city_ckpt, ade_miou, ade_ckpt in _SEG_ROWS:
+        city = f"mobilenet-v2-d8_{head}_4xb2-80k_cityscapes-512x1024"
+        ade = f"mobilenet-v2-d8_{head}_4xb4-160k_ade20k-512x512"
+        recipes.append(
+            Recipe(
+                name=city,
+                task="segmentation",
+                dataset="cityscapes",
+                input_size=(512, 1024),
+                head=head,
+                num_outputs=19,
+                schedule=Schedule("sgd", 0.01, 8, "poly", iterations=80_000, weight_decay=5e-4, min_lr=1e-4),
+                published={"mIoU": city_miou},
+                labels=labels.cityscapes_classes,
+                palette=labels.cityscapes_palette,
+                checkpoint_url=f"{_MMSEG}/{city_ckpt}",
+                # The FCN row's metafile now links a 2023 retrain that measures 71.19 mIoU.
+                checkpoint_note="retrained checkpoint: mIoU 71.19" if head == "fcn" else "",
+                seg_scale=(2048, 1024),
+                config_url=_CFG.format(repo="mmsegmentation", path=f"mobilenet_v2/{city}"),
+            )
+        )
+        recipes.append(
+            Recipe(
+                name=ade,
+                task="segmentation",
+                dataset="ade20k",
+                input_size=(512, 512),
+                head=head,
+                num_outputs=150,
+                schedule=Schedule(
+                    "sgd", 0.01, 16, "poly", iterations=160_000, weight_decay=5e-4, min_lr=1e-4
+                ),
+                published={"mIoU": ade_miou},
+                labels=labels.ade20k_classes,
+                palette=labels.ade20k_palette,
+                checkpoint_url=f"{_MMSEG}/{ade_ckpt}",
+                seg_scale=(2048, 512),
+                config_url=_CFG.format(repo="mmsegmentation", path=f"mobilenet_v2/{ade}"),
+            )
+        )
+    return recipes
+
+
+def _pose_recipe(dataset: Literal["coco", "mpii"], size: tuple[int, int], metric: float, ckpt: str) -> Recipe:
+    h, w = size
+    name = f"td-hm_mobilenetv2_8xb64-210e_{dataset}-{h}x{w}"
+    coco = dataset == "coco"
+    return Recipe(
+        name=name,
+        task="pose",
+        dataset=dataset,
+        input_size=size,
+        head="heatmap",
+        num_outputs=17 if coco else 16,
+        schedule=Schedule(
+            "adam", 5e-4, 512, "multistep", epochs=210, milestones=(170, 200), warmup_iterations=500
+        ),
+        published={"AP": metric} if coco else {"PCKh": metric},
+        labels=lambda: list(labels.COCO_KEYPOINTS if coco else labels.MPII_KEYPOINTS),
+        skeleton=tuple(labels.COCO_SKELETON if coco else labels.MPII_SKELETON),
+        flip_indices=tuple(labels.COCO_FLIP_INDICES if coco else labels.MPII_FLIP_INDICES),
+        sigma=3.0 if h == 384 else 2.0,
+        checkpoint_url=f"{_MMPOSE}/{ckpt}",
+        config_url=_CFG.format(repo="mmpose", path=f"body_2d_keypoint/topdown_heatmap/{dataset}/{name}"),
+    )
+
+
+POSE_RECIPES = [
+    _pose_recipe(
+        "coco",
+        (256, 192),
+        0.646,
+        "v1/body_2d_keypoint/topdown_heatmap/coco/td-hm_mobilenetv2_8xb64-210e_coco-256x192-55a04c35_20221016.pth",
+    ),
+    _pose_recipe(
+        "coco",
+        (384, 288),
+        0.673,
+        "v1/body_2d_keypoint/topdown_heatmap/coco/td-hm_mobilenetv2_8xb64-210e_coco-384x288-d3ab1457_20221013.pth",
+    ),
+    _pose_recipe(
+        "mpii", (256, 256), 0.854, "top_down/mobilenetv2/mobilenetv2_mpii_256x256-e068afa7_20200812.pth"
+    ),
+]
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [CLASSIFIER, *_segmentation_recipes(), *POSE_RECIPES]}
+
+# The three models `make models` builds and the service serves by default. FCN is the Cityscapes
+# head with the fewest operations (78 GMACs at 512×1024 against 136 for DeepLabV3+), which
+# matters most where the service runs on CPU cores.
+DEFAULT_RECIPES = (
+    CLASSIFIER.name,
+    "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024",
+    "td-hm_mobilenetv2_8xb64-210e_coco-256x192",
+)
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(f"unknown recipe {name!r}; `python -m training recipes` lists them") from None
