@@ -1,0 +1,138 @@
+"""Task endpoints under /v1: thin handlers that read the request and delegate to the data plane."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request, Response
+
+from app.api.deps import RAW_IMAGE_BODY, DataPlaneDep, FilesParam, read_images
+from app.card import ModelCard
+from app.dataplane import ImageAnswer, ImageFormat
+from app.schemas import (
+    ClassifyResponse,
+    ErrorResponse,
+    ModelsResponse,
+    PoseResponse,
+    SegmentResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+ModelParam = Annotated[
+    str | None, Query(description="model name (GET /v1/models); default: the task's configured default")
+]
+OverlayParam = Annotated[
+    bool, Query(description="answer the image with the result drawn on it (PNG, or JPEG with format=jpeg)")
+]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in {
+        400: "the model does another task",
+        404: "unknown model",
+        413: "body or image too large",
+        415: "not an image, or not a supported content type",
+        422: "invalid parameters, corrupt or truncated image, bad boxes",
+        503: "queue full or model not ready (see Retry-After)",
+        504: "the request's deadline passed",
+    }.items()
+}
+
+
+def _with_image_answer(description: str) -> dict[int | str, dict[str, Any]]:
+    """The error answers, plus a 200 that may be an image instead of the JSON model."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        **_ERRORS,
+        200: {"description": description, "content": {"image/png": binary, "image/jpeg": binary}},
+    }
+
+
+def _as_response(answer: ImageAnswer) -> Response:
+    return Response(answer.content, media_type=answer.media_type, headers=answer.headers())
+
+
+@router.get("/models", response_model=ModelsResponse, summary="The models this server knows, and their state")
+async def list_models(plane: DataPlaneDep) -> ModelsResponse:
+    return plane.models()
+
+
+@router.get(
+    "/models/{name}",
+    summary="A model's card (labels, preprocessing, metrics, provenance)",
+    responses={404: {"model": ErrorResponse, "description": "unknown model"}},
+)
+async def model_card(name: str, plane: DataPlaneDep) -> ModelCard:
+    return plane.card(name)
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    summary="Classify images: the top_k classes of each",
+    responses=_ERRORS,
+    openapi_extra=RAW_IMAGE_BODY,
+)
+async def classify(
+    request: Request,
+    plane: DataPlaneDep,
+    file: FilesParam = None,
+    model: ModelParam = None,
+    top_k: Annotated[int, Query(ge=1, description="classes per image, at most the model's class count")] = 5,
+) -> ClassifyResponse:
+    images = await read_images(request, file)
+    return await plane.classify(images, model, top_k)
+
+
+@router.post(
+    "/segment",
+    response_model=SegmentResponse,
+    summary="Segment images: a class per pixel at the image's size",
+    responses=_with_image_answer(
+        "JSON by default; format=png: the mask as a palette PNG; overlay=true: the blended image"
+    ),
+    openapi_extra=RAW_IMAGE_BODY,
+)
+async def segment(
+    request: Request,
+    plane: DataPlaneDep,
+    file: FilesParam = None,
+    model: ModelParam = None,
+    format: Annotated[
+        ImageFormat,
+        Query(
+            description="json: classes and a base64 mask PNG; png: the mask PNG (pixel value = class index)"
+        ),
+    ] = "json",
+    overlay: OverlayParam = False,
+) -> Any:
+    images = await read_images(request, file)
+    answer = await plane.segment(images, model, format, overlay)
+    return _as_response(answer) if isinstance(answer, ImageAnswer) else answer
+
+
+@router.post(
+    "/pose",
+    response_model=PoseResponse,
+    summary="Keypoints of each person box (the whole image when no boxes are given)",
+    responses=_with_image_answer("JSON by default; overlay=true (or format=png|jpeg): the drawn image"),
+    openapi_extra=RAW_IMAGE_BODY,
+)
+async def estimate_pose(
+    request: Request,
+    plane: DataPlaneDep,
+    file: FilesParam = None,
+    boxes: Annotated[
+        str | None, Form(description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels")
+    ] = None,
+    boxes_query: Annotated[
+        str | None, Query(alias="boxes", description="the same boxes as a query parameter (raw-body uploads)")
+    ] = None,
+    model: ModelParam = None,
+    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    overlay: OverlayParam = False,
+) -> Any:
+    images = await read_images(request, file)
+    answer = await plane.pose(images, model, boxes if boxes is not None else boxes_query, format, overlay)
+    return _as_response(answer) if isinstance(answer, ImageAnswer) else answer

@@ -1,0 +1,154 @@
+"""Every setting of the service, read from the environment by one pydantic-settings object.
+
+The environment variable of a field is its name upper-cased (`max_batch_size` → `MAX_BATCH_SIZE`);
+`python -m app --help` prints this table from the model itself so names cannot drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Device = Literal["auto", "cuda", "cpu"]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b` or a JSON list for list settings (pydantic-settings only reads JSON)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
+
+    # Model repository
+    model_repository: Path = Field(
+        default=Path("models"), description="folder holding <name>/<version>/{model.onnx, card.json}"
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models to serve, comma-separated `name` or `name:version`; empty = newest version of every model",
+    )
+    default_classification_model: str = Field(
+        default="mobilenet-v2_8xb32_in1k", description="model of /v1/classify when `model` is not given"
+    )
+    default_segmentation_model: str = Field(
+        default="mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024",
+        description="model of /v1/segment when `model` is not given",
+    )
+    default_pose_model: str = Field(
+        default="td-hm_mobilenetv2_8xb64-210e_coco-256x192",
+        description="model of /v1/pose when `model` is not given",
+    )
+
+    # Runtime
+    device: Device = Field(
+        default="auto",
+        description="auto (CUDA when usable, else CPU), cuda (refuse to start without it) or cpu",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = one per physical core"
+    )
+    inter_op_threads: int = Field(
+        default=1, ge=0, description="ONNX Runtime inter-op threads (sequential execution uses one)"
+    )
+    cuda_device_id: int = Field(default=0, ge=0, description="GPU used by the CUDA execution provider")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        default="HEURISTIC",
+        description="cuDNN convolution algorithm search; EXHAUSTIVE re-searches for every new batch shape",
+    )
+    arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        default="kNextPowerOfTwo", description="how the CUDA memory arena grows"
+    )
+    gpu_mem_limit_mb: int = Field(
+        default=0, ge=0, description="cap of the CUDA memory arena per session in MiB; 0 = no cap"
+    )
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="batch sizes run once at load; empty = 1 and MAX_BATCH_SIZE on CPU, every size up to it on CUDA",
+    )
+
+    # Batching
+    max_batch_size: int = Field(
+        default=8, ge=1, description="most images (or person crops) in one session.run"
+    )
+    max_queue_delay_ms: float = Field(
+        default=5.0, ge=0, description="longest a batch waits to grow while more requests are on their way"
+    )
+    max_queue_size: int = Field(
+        default=64,
+        ge=1,
+        description="images waiting per model (decoding or queued) before new requests get 503",
+    )
+    request_timeout_ms: float = Field(
+        default=30_000.0, gt=0, description="deadline of a request from its arrival; 504 after"
+    )
+
+    # Inputs
+    max_body_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="largest request body; 413 beyond, checked while reading"
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="largest image (width × height, read from its header); 413 beyond",
+    )
+    max_images: int = Field(default=16, ge=1, description="most images in one request")
+    max_boxes: int = Field(default=100, ge=1, description="most person boxes in one pose request; 422 beyond")
+    decode_threads: int = Field(default=2, ge=1, description="threads decoding, resizing and encoding images")
+    pose_flip_test: bool = Field(
+        default=False, description="average each crop's heatmaps with those of its mirror image"
+    )
+
+    # Server
+    host: str = Field(default="0.0.0.0", description="address uvicorn binds")
+    port: int = Field(default=8000, ge=0, le=65535, description="port uvicorn binds")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="log level"
+    )
+
+    @field_validator("models", "warmup_batch_sizes", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _warmup_within_batch(self) -> Settings:
+        if any(size < 1 or size > self.max_batch_size for size in self.warmup_batch_sizes):
+            raise ValueError("WARMUP_BATCH_SIZES must lie between 1 and MAX_BATCH_SIZE")
+        return self
+
+    def default_model(self, task: str) -> str:
+        return {
+            "classification": self.default_classification_model,
+            "segmentation": self.default_segmentation_model,
+            "pose": self.default_pose_model,
+        }[task]
+
+
+def settings_help() -> str:
+    """The settings table: environment variable, default and description, from the model itself."""
+    lines = ["Settings (environment variables):", ""]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default: Any = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.default
+        if isinstance(default, list):
+            default = ",".join(str(v) for v in default)
+        lines.append(f"  {name.upper()}={default}\n      {field.description or ''}")
+    return "\n".join(lines)

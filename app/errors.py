@@ -1,0 +1,142 @@
+"""Exception types → status codes, and the one JSON error shape: `{"error": {"code", "message"}}`.
+
+Service errors subclass Starlette's `HTTPException` so that FastAPI lets them pass through its
+body parsing untouched (a body-limit error raised while the multipart form is read stays a 413).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(StarletteHTTPException):
+    """An answer other than success: HTTP status, a stable machine-readable code and a message."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=self.status, detail=message, headers=headers)
+        self.message = message
+
+
+class BadRequest(ServiceError):
+    status, code = 400, "bad_request"
+
+
+class WrongTask(ServiceError):
+    status, code = 400, "wrong_task"
+
+
+class ModelNotFound(ServiceError):
+    status, code = 404, "model_not_found"
+
+
+class BodyTooLarge(ServiceError):
+    status, code = 413, "body_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    status, code = 413, "image_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class NotAnImage(ServiceError):
+    status, code = 415, "not_an_image"
+
+
+class InvalidInput(ServiceError):
+    """Well-formed HTTP whose content cannot be used: missing image, bad boxes, bad top_k."""
+
+    status, code = 422, "invalid_input"
+
+
+class CorruptImage(ServiceError):
+    status, code = 422, "corrupt_image"
+
+
+class InvalidBoxes(ServiceError):
+    status, code = 422, "invalid_boxes"
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
+
+
+class ModelNotReady(ServiceError):
+    status, code = 503, "model_not_ready"
+
+
+class QueueFull(ServiceError):
+    status, code = 503, "queue_full"
+
+
+class DeadlineExceeded(ServiceError):
+    status, code = 504, "deadline_exceeded"
+
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "unavailable",
+}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, details: Any = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, ServiceError):
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    code = _CODES_BY_STATUS.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return error_response(422, "invalid_request", message, details=details)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

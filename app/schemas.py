@@ -1,0 +1,143 @@
+"""The wire format: pydantic models of every JSON answer (they also make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.card import Task
+
+ModelState = Literal["loading", "ready", "failed"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. `queue_full`, `corrupt_image`")
+    message: str = Field(description="what was wrong, for a person")
+    details: list[dict[str, object]] | None = Field(
+        None, description="per-field problems of a 422 validation"
+    )
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Timing(BaseModel):
+    """Where the request's time went, in milliseconds."""
+
+    preprocess_ms: float = Field(description="decoding and resizing the images (or cropping the people)")
+    queue_ms: float = Field(
+        description="waiting for a batch (the longest wait when the request spans batches)"
+    )
+    inference_ms: float = Field(description="session.run of the batches holding this request")
+    total_ms: float = Field(description="arrival of the request to its answer, excluding the body upload")
+
+
+class ModelRef(BaseModel):
+    model: str = Field(description="name of the model that answered")
+    version: int = Field(description="version of the model that answered")
+
+
+class Size(BaseModel):
+    width: int
+    height: int
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int = Field(description="class index in the model's output")
+    score: float = Field(description="softmax probability")
+
+
+class Classification(BaseModel):
+    predictions: list[Prediction] = Field(description="the top_k classes, highest score first")
+    image: Size = Field(description="size of the upright input image")
+
+
+class ClassifyResponse(ModelRef):
+    results: list[Classification] = Field(description="one entry per uploaded image, in upload order")
+    timing: Timing
+
+
+class SegmentClass(BaseModel):
+    index: int
+    label: str
+    fraction: float = Field(description="share of the image's pixels assigned to this class")
+    color: tuple[int, int, int] | None = Field(None, description="RGB colour of the class in the palette")
+
+
+class Segmentation(BaseModel):
+    image: Size = Field(description="size of the upright input image (and of the mask)")
+    classes: list[SegmentClass] = Field(description="classes present, largest first")
+    mask_png: str = Field(
+        description="base64 of a palette PNG at the image's size whose pixel values are class indices"
+    )
+
+
+class SegmentResponse(ModelRef):
+    results: list[Segmentation]
+    timing: Timing
+
+
+class Keypoint(BaseModel):
+    name: str
+    x: float = Field(description="image pixels, origin at the top-left pixel's centre")
+    y: float
+    score: float = Field(description="heatmap peak value")
+
+
+class Person(BaseModel):
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in image pixels")
+    score: float = Field(description="mean keypoint score")
+    keypoints: list[Keypoint]
+
+
+class PoseResponse(ModelRef):
+    image: Size
+    people: list[Person]
+    skeleton: list[tuple[str, str]] = Field(description="pairs of keypoint names joined by a limb")
+    timing: Timing
+
+
+class InputSize(BaseModel):
+    height: int
+    width: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: int | None
+    task: Task | None
+    state: ModelState
+    input: InputSize | None = Field(None, description="the graph's input size; images are resized to it")
+    num_labels: int | None = Field(None, description="classes, or keypoints for pose")
+    dataset: str | None = None
+    weights: str | None = Field(None, description="where the weights came from (random-init, openmmlab, ...)")
+    provider: str | None = Field(None, description="execution provider the session actually got")
+    default: bool = Field(False, description="answers its task's endpoint when no model is named")
+    path: str
+    reason: str | None = Field(None, description="why the model failed to load")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ModelStatus(BaseModel):
+    name: str
+    version: int | None
+    state: ModelState
+    path: str
+    reason: str | None = None
+    load_ms: float | None = Field(None, description="session creation plus warm-up")
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    models: list[ModelStatus]
+    problems: list[str] = Field(default_factory=list, description="repository-level problems")
+
+
+class LiveResponse(BaseModel):
+    status: Literal["ok"] = "ok"

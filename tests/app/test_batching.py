@@ -1,0 +1,219 @@
+"""The dynamic batcher on its own, with a plain numpy function standing in for a session."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from app.batching import DynamicBatcher
+from app.errors import DeadlineExceeded, InferenceFailed, QueueFull
+
+SHAPE = (2, 2, 3)
+
+
+class Model:
+    """Returns each row's sum; records every batch; optionally slow or failing on a marker value."""
+
+    def __init__(self, seconds: float = 0.0, fail_on: int | None = None) -> None:
+        self.seconds = seconds
+        self.fail_on = fail_on
+        self.batches: list[list[int]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> Sequence[np.ndarray]:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            values = [int(row[0, 0, 0]) for row in batch]
+            self.batches.append(values)
+            time.sleep(self.seconds)
+            if self.fail_on is not None and self.fail_on in values:
+                raise RuntimeError("boom")
+            return [batch.reshape(len(batch), -1).sum(axis=1, dtype=np.int64)]
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def rows(*values: int) -> np.ndarray:
+    return np.stack([np.full(SHAPE, v, np.uint8) for v in values])
+
+
+def run(test: Callable[[], object]) -> object:
+    return asyncio.run(test())  # type: ignore[arg-type]
+
+
+def make(model: Model, **kwargs: float) -> DynamicBatcher:
+    options = {"max_batch_size": 4, "max_queue_delay_ms": 20.0, "max_queue_size": 16, **kwargs}
+    return DynamicBatcher("test", model, SHAPE, **options)  # type: ignore[arg-type]
+
+
+async def infer(batcher: DynamicBatcher, values: Sequence[int], timeout_s: float = 10.0) -> np.ndarray:
+    with batcher.reserve(len(values)) as reservation:
+        outcome = await reservation.submit(rows(*values), time.monotonic() + timeout_s)
+    return outcome.outputs[0]
+
+
+def test_each_request_gets_its_own_rows_of_a_shared_batch() -> None:
+    model = Model(seconds=0.05)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = make(model)
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(infer(batcher, [1]))  # runs alone while the others queue
+            await asyncio.sleep(0.01)
+            rest = [asyncio.ensure_future(infer(batcher, [v, v])) for v in (2, 3)]
+            return list(await asyncio.gather(first, *rest))
+        finally:
+            await batcher.stop()
+
+    results = run(scenario)
+    assert [r.tolist() for r in results] == [[12], [24, 24], [36, 36]]  # type: ignore[union-attr]
+    assert model.batches == [[1], [2, 2, 3, 3]]
+
+
+def test_lone_request_on_an_idle_model_does_not_wait_for_the_queue_delay() -> None:
+    model = Model()
+
+    async def scenario() -> float:
+        batcher = make(model, max_queue_delay_ms=2000)
+        batcher.start()
+        try:
+            started = time.perf_counter()
+            await infer(batcher, [5])
+            return time.perf_counter() - started
+        finally:
+            await batcher.stop()
+
+    assert run(scenario) < 0.5
+
+
+def test_batch_waits_for_a_request_that_is_still_being_decoded() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        batcher = make(model, max_queue_delay_ms=500)
+        batcher.start()
+        try:
+            late = batcher.reserve(1)  # admitted, still "decoding"
+
+            async def decode_then_submit() -> None:
+                await asyncio.sleep(0.05)
+                await late.submit(rows(2), time.monotonic() + 5)
+
+            await asyncio.gather(infer(batcher, [1]), decode_then_submit())
+        finally:
+            await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [[1, 2]]
+
+
+def test_full_queue_raises_queue_full_with_retry_after_at_once() -> None:
+    model = Model(seconds=0.2)
+
+    async def scenario() -> None:
+        batcher = make(model, max_queue_size=2)
+        batcher.start()
+        try:
+            running = asyncio.ensure_future(infer(batcher, [1]))
+            await asyncio.sleep(0.05)  # the first batch is running; the queue is empty again
+            held = batcher.reserve(2)
+            started = time.perf_counter()
+            with pytest.raises(QueueFull) as caught:
+                batcher.reserve(1)
+            assert time.perf_counter() - started < 0.01
+            assert int(caught.value.headers["Retry-After"]) >= 1
+            held.release()
+            batcher.reserve(2).release()  # released slots are free again
+            await running
+        finally:
+            await batcher.stop()
+
+    run(scenario)
+
+
+def test_request_whose_deadline_passes_while_queued_is_not_run() -> None:
+    model = Model(seconds=0.3)
+
+    async def scenario() -> None:
+        batcher = make(model, max_batch_size=1)
+        batcher.start()
+        try:
+            running = asyncio.ensure_future(infer(batcher, [1]))
+            await asyncio.sleep(0.02)
+            with pytest.raises(DeadlineExceeded):
+                await infer(batcher, [2], timeout_s=0.1)
+            await running
+            await asyncio.sleep(0.05)
+        finally:
+            await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [[1]]
+
+
+def test_exception_reaches_only_the_requests_in_the_failing_batch() -> None:
+    model = Model(seconds=0.05, fail_on=7)
+
+    async def scenario() -> list[object]:
+        batcher = make(model, max_batch_size=2)
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(infer(batcher, [1]))
+            await asyncio.sleep(0.01)
+            queued = [asyncio.ensure_future(infer(batcher, [v])) for v in (7, 8, 9, 10)]
+            return list(await asyncio.gather(first, *queued, return_exceptions=True))
+        finally:
+            await batcher.stop()
+
+    results = run(scenario)
+    assert model.batches == [[1], [7, 8], [9, 10]]
+    assert [type(r) for r in results] == [  # type: ignore[union-attr]
+        np.ndarray,
+        InferenceFailed,
+        InferenceFailed,
+        np.ndarray,
+        np.ndarray,
+    ]
+
+
+def test_request_larger_than_max_batch_size_spans_several_batches() -> None:
+    model = Model()
+
+    async def scenario() -> np.ndarray:
+        batcher = make(model, max_batch_size=4, max_queue_size=2)
+        batcher.start()
+        try:
+            return await infer(batcher, list(range(1, 11)))  # 10 rows > queue size: empty queue admits
+        finally:
+            await batcher.stop()
+
+    result = run(scenario)
+    assert result.tolist() == [12 * v for v in range(1, 11)]  # type: ignore[union-attr]
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+
+
+def test_only_one_batch_runs_at_a_time() -> None:
+    model = Model(seconds=0.02)
+
+    async def scenario() -> None:
+        batcher = make(model, max_batch_size=2)
+        batcher.start()
+        try:
+            await asyncio.gather(*(infer(batcher, [v]) for v in range(12)))
+        finally:
+            await batcher.stop()
+
+    run(scenario)
+    assert model.most_in_flight == 1
+    assert sum(len(b) for b in model.batches) == 12

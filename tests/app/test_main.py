@@ -1,0 +1,94 @@
+"""`python -m app` as a process: it serves, and DEVICE=cuda refuses to start without CUDA."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import onnxruntime as ort
+import pytest
+
+from app.config import Settings
+from app.runtime import CUDA, DeviceUnavailable, plan_device
+from tests.app.conftest import encode, scene
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cuda_usable() -> bool:
+    try:
+        return plan_device(Settings(device="cuda")).uses_cuda
+    except DeviceUnavailable:
+        return False
+
+
+def test_python_m_app_serves_the_configured_models(model_repository: Path, names: dict[str, str]) -> None:
+    port = free_port()
+    env = {**os.environ, "MODEL_REPOSITORY": str(model_repository), "MODELS": names["classification"],
+           "HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "WARMUP_BATCH_SIZES": "1"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "not ready after 120 s"
+                time.sleep(0.2)
+            response = client.post(
+                "/v1/classify", content=encode(scene(90, 60)), headers={"content-type": "image/png"}
+            )
+            assert response.status_code == 200
+            assert [m["name"] for m in client.get("/v1/models").json()["models"]] == [names["classification"]]
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: the status says "terminated".
+    assert process.returncode in (0, -15), output
+    assert "Application shutdown complete" in output
+    load_line = next(line for line in output.splitlines() if "model loaded" in line)
+    for part in (
+        f"name={names['classification']}",
+        "version=1",
+        "path=",
+        "provider=CPUExecutionProvider",
+        "warmup_ms=",
+    ):
+        assert part in load_line
+
+
+@pytest.mark.skipif(CUDA in ort.get_available_providers() and cuda_usable(), reason="this machine has CUDA")
+def test_device_cuda_refuses_to_start_without_cuda(model_repository: Path) -> None:
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(model_repository),
+        "DEVICE": "cuda",
+        "PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "DEVICE=cuda" in result.stdout + result.stderr

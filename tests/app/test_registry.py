@@ -1,0 +1,116 @@
+"""The model repository: versions, the MODELS setting, and broken models that must not stop others."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_file
+from app.config import Settings
+from app.metrics import Metrics
+from app.registry import ModelRegistry
+from tests.app.conftest import RunningServer, encode, scene, serve
+
+
+def copy_model(source_dir: Path, repository: Path, name: str, version: int = 1) -> Path:
+    """Copy a model version under a new name/version, with its card rewritten to match."""
+    target = repository / name / str(version)
+    target.mkdir(parents=True)
+    shutil.copyfile(source_dir / MODEL_FILE, target / MODEL_FILE)
+    card = ModelCard.read(source_dir / CARD_FILE).model_copy(update={"name": name, "version": version})
+    (target / CARD_FILE).write_text(card.to_json())
+    return target
+
+
+def registry_for(repository: Path, **settings: object) -> ModelRegistry:
+    registry = ModelRegistry(Settings(model_repository=repository, **settings), Metrics())  # type: ignore[arg-type]
+    registry.discover()
+    return registry
+
+
+def test_newest_version_of_each_model_is_chosen(
+    model_repository: Path, names: dict[str, str], tmp_path: Path
+) -> None:
+    source = model_repository / names["classification"] / "1"
+    for version in (1, 2, 10):
+        copy_model(source, tmp_path, "clf", version)
+    (tmp_path / "clf" / ".export-staging").mkdir()  # an export in progress is not a version
+    assert registry_for(tmp_path).entries["clf"].version == 10
+
+
+def test_models_setting_pins_versions_and_reports_missing_models(
+    model_repository: Path, names: dict[str, str], tmp_path: Path
+) -> None:
+    source = model_repository / names["classification"] / "1"
+    copy_model(source, tmp_path, "clf", 1)
+    copy_model(source, tmp_path, "clf", 2)
+    copy_model(source, tmp_path, "other", 1)
+    registry = registry_for(tmp_path, models="clf:1,ghost")
+    assert set(registry.entries) == {"clf", "ghost"}
+    assert (registry.entries["clf"].version, registry.entries["clf"].state) == (1, "loading")
+    ghost = registry.entries["ghost"]
+    assert ghost.state == "failed" and "no folder 'ghost'" in (ghost.reason or "")
+
+
+@pytest.fixture(scope="module")
+def repository_with_broken_models(
+    model_repository: Path, names: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    repository = tmp_path_factory.mktemp("broken-repository")
+    source = model_repository / names["classification"] / "1"
+    copy_model(source, repository, names["classification"])
+    tampered = copy_model(source, repository, "tampered")
+    with open(tampered / MODEL_FILE, "r+b") as f:  # bytes changed after the card was written
+        f.seek(1000)
+        f.write(b"\0\1\2\3")
+    garbage = copy_model(source, repository, "garbage")
+    (garbage / MODEL_FILE).write_bytes(b"this is not an onnx file" * 100)
+    card = json.loads((garbage / CARD_FILE).read_text())
+    card["onnx_sha256"] = sha256_file(garbage / MODEL_FILE)  # the hash matches; the graph is garbage
+    (garbage / CARD_FILE).write_text(json.dumps(card))
+    (repository / "empty").mkdir()
+    return repository
+
+
+@pytest.fixture(scope="module")
+def broken_server(repository_with_broken_models: Path) -> Iterator[RunningServer]:
+    with serve(repository_with_broken_models) as running:
+        yield running
+
+
+def test_broken_models_are_reported_by_readyz_while_the_others_serve(
+    broken_server: RunningServer, names: dict[str, str]
+) -> None:
+    with broken_server.client() as client:
+        ready = client.get("/readyz")
+        classified = client.post(
+            "/v1/classify", content=encode(scene(64, 64)), headers={"content-type": "image/png"}
+        )
+        garbage = client.post(
+            "/v1/classify",
+            params={"model": "garbage"},
+            content=encode(scene(64, 64)),
+            headers={"content-type": "image/png"},
+        )
+    assert ready.status_code == 503
+    models = {m["name"]: m for m in ready.json()["models"]}
+    assert models[names["classification"]]["state"] == "ready"
+    assert models["tampered"]["state"] == "failed" and "sha256" in models["tampered"]["reason"]
+    assert models["tampered"]["path"].endswith("tampered/1")
+    assert (
+        models["garbage"]["state"] == "failed" and "ONNX Runtime cannot open" in models["garbage"]["reason"]
+    )
+    assert models["empty"]["state"] == "failed" and "no numbered version" in models["empty"]["reason"]
+    assert classified.status_code == 200
+    assert (garbage.status_code, garbage.json()["error"]["code"]) == (503, "model_not_ready")
+
+
+def test_models_lists_failed_models_with_their_reason(broken_server: RunningServer) -> None:
+    with broken_server.client() as client:
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["tampered"]["state"] == "failed"
+    assert "sha256" in listed["tampered"]["reason"]
