@@ -74,19 +74,92 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_defaults(args: argparse.Namespace) -> None:
-    from app.card import Weights
-    from training.export import export_model
-    from training.recipes import DEFAULT_RECIPES
+    from training.defaults import build_defaults
 
-    for name in DEFAULT_RECIPES:
-        if list((Path(args.out) / name).glob("*/card.json")):
-            print(f"{name}: already in {args.out}")
-            continue
-        recipe = get_recipe(name)
+    build_defaults(Path(args.out), Path(args.work), offline=args.offline)
+
+
+def _cmd_export_triton(args: argparse.Namespace) -> None:
+    from training.triton import export_triton
+
+    written = export_triton(
+        Path(args.models),
+        Path(args.out),
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instance_count=args.instances,
+        instance_kind=args.kind,
+    )
+    for folder in written:
+        print(f"{folder.name} -> {folder}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from app.card import Weights
+    from training.engine import TrainOptions, train
+    from training.export import export_model
+
+    recipe = get_recipe(args.recipe)
+    options = TrainOptions(
+        data=Path(args.data),
+        run_dir=Path(args.run_dir or f"runs/{recipe.name}"),
+        epochs=args.epochs,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_size=_size(args.train_size) if args.train_size else None,
+        workers=args.workers,
+        device=args.device,
+        resume=args.resume,
+        init_backbone=args.init_backbone,
+        max_minutes=args.max_minutes,
+    )
+    result = train(recipe, options)
+    if not result.metrics:  # not rank 0 under torchrun
+        return
+    published = ", ".join(f"{k} {v:g}" for k, v in recipe.published.items())
+    print(
+        f"{recipe.name}: {result.iterations} iterations in {result.seconds / 60:.1f} min; "
+        f"measured {result.metrics} (published: {published})"
+    )
+    if args.export:
         weights = Weights(
-            source="random-init", note="freshly initialised weights: predictions are meaningless"
+            source="trained", trained_on=str(args.data), checkpoint=str(options.run_dir / "latest.pth")
         )
-        print(f"exported {name} -> {export_model(recipe.build(), recipe, Path(args.out), weights)}")
+        print(f"exported -> {export_model(result.model, recipe, Path(args.out), weights, result.metrics)}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from training.engine import evaluate
+
+    recipe = get_recipe(args.recipe)
+    model = recipe.build()
+    if args.checkpoint:
+        from training.checkpoints import load_checkpoint, load_strict
+
+        if args.checkpoint.endswith("latest.pth") and Path(args.checkpoint).is_file():
+            load_strict(model, torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
+        else:
+            load_checkpoint(model, args.checkpoint)
+    metrics = evaluate(recipe, model, Path(args.data), args.device)
+    rows = [
+        (k, f"{v:g}", f"{recipe.published[k]:g}" if k in recipe.published else "") for k, v in metrics.items()
+    ]
+    _print_table(("metric", "measured", "published"), rows)
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from training.data.synthetic import generate
+
+    root = generate(args.task, Path(args.out), n_train=args.train, n_val=args.val, seed=args.seed)
+    print(f"wrote a synthetic {args.task} data set to {root or args.out}")
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -114,9 +187,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models", help="model repository (default: models)")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("train", help="train a recipe on a data set in its users' layout, evaluate, export")
+    p.add_argument("recipe")
+    p.add_argument(
+        "--data", required=True, help="data set root (ImageNet folders, Cityscapes, ADE20K, COCO, MPII)"
+    )
+    p.add_argument("--run-dir", help="checkpoints, log.jsonl and curves.png (default: runs/RECIPE)")
+    p.add_argument("--epochs", type=int, help="shorten an epoch-based schedule (milestones scale with it)")
+    p.add_argument("--iterations", type=int, help="shorten an iteration-based schedule, or cap any")
+    p.add_argument("--batch-size", type=int, help="total batch size (lr scales linearly unless --lr)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--train-size", help="HxW of training crops, e.g. 256x512 (default: the recipe's)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest.pth")
+    p.add_argument("--init-backbone", help="classifier checkpoint for the backbone (path or URL)")
+    p.add_argument("--max-minutes", type=float, help="stop after this long, then evaluate and export")
+    p.add_argument("--no-export", dest="export", action="store_false")
+    p.add_argument("--out", default="models", help="model repository for the export")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="the recipe's table metric on a data set, beside the published one")
+    p.add_argument("recipe")
+    p.add_argument("--data", required=True)
+    p.add_argument("--checkpoint", help="a run's latest.pth, or an OpenMMLab/torchvision checkpoint")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("synth", help="write a small synthetic data set in a real layout")
+    p.add_argument("task", choices=["classification", "cityscapes", "ade20k", "coco", "mpii"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=int, default=200)
+    p.add_argument("--val", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
     p = sub.add_parser("defaults", help="build the three default models where the repository lacks them")
     p.add_argument("--out", default="models", help="model repository (default: models)")
+    p.add_argument("--work", default=".cache/defaults", help="synthetic data and training runs")
+    p.add_argument("--offline", action="store_true", help="do not try to download released checkpoints")
     p.set_defaults(func=_cmd_defaults)
+
+    p = sub.add_parser("export-triton", help="write a Triton model repository from the model repository")
+    p.add_argument("--models", default="models", help="our model repository (default: models)")
+    p.add_argument("--out", required=True, help="the Triton model repository to write")
+    # Defaults as the service's MAX_BATCH_SIZE=8 and MAX_QUEUE_DELAY_MS=5.
+    p.add_argument("--max-batch-size", type=int, default=8, help="Triton's max_batch_size (default: 8)")
+    p.add_argument(
+        "--max-queue-delay-us", type=int, default=5000, help="dynamic batching delay (default: 5000)"
+    )
+    p.add_argument("--instances", type=int, default=1, help="model instances per GPU (default: 1)")
+    p.add_argument("--kind", default="KIND_GPU", choices=["KIND_GPU", "KIND_CPU", "KIND_AUTO"])
+    p.set_defaults(func=_cmd_export_triton)
     return parser
 
 

@@ -93,8 +93,12 @@ def fetch(url_or_path: str, cache: Path | None = None) -> tuple[Path, str]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.pth` file, with or without OpenMMLab's `{'state_dict': ..., 'meta': ...}` wrapper."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        obj = obj["state_dict"]
+    if isinstance(obj, Mapping):
+        # OpenMMLab wraps weights in `state_dict`; this project's training runs in `model`.
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: not a state dict (found {type(obj).__name__})")
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}

@@ -199,7 +199,7 @@ def _card(
         version=version,
         task=recipe.task,
         recipe=recipe.name,
-        dataset=recipe.dataset,
+        dataset=weights.trained_on or recipe.dataset,
         input=InputSpec(height=h, width=w, mean=recipe.mean, std=recipe.std),
         outputs=[OutputSpec(name=spec.name, dtype=spec.dtype, shape=output_shape(recipe))],  # type: ignore[arg-type]
         preprocess=preprocess,

@@ -1,0 +1,166 @@
+"""The three default models: OpenMMLab's released weights when they can be had, else trained here.
+
+Offline (as on the machines this project is built on), each default recipe is trained on a
+synthetic data set written in its real layout, at the recipe's real architecture and input size,
+then evaluated on held-out synthetic images. The classifier goes first: the segmentor's and the
+pose model's backbones start from it, as OpenMMLab's recipes start from ImageNet weights.
+A synthetic model's card names its synthetic classes, never ImageNet's or Cityscapes'.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from app.card import Weights
+from training.checkpoints import CheckpointError, fetch, load_checkpoint
+from training.recipes import DEFAULT_RECIPES, Recipe, get_recipe
+
+
+@dataclass(frozen=True)
+class SyntheticPlan:
+    """How to train one default recipe on synthetic data within a few minutes on 2 CPU cores."""
+
+    dataset: str  # `python -m training synth` task
+    n_train: int
+    n_val: int
+    batch_size: int
+    lr: float
+    iterations: int
+    minutes: float  # hard cap: training stops here, then evaluates and exports
+    train_size: tuple[int, int] | None = None  # smaller training crops than the served input
+    scale_wh: tuple[int, int] | None = None  # segmentation resize target for the synthetic images
+    warmup_iterations: int = 0  # from scratch (no ImageNet weights), SGD needs a gentle start
+
+
+PLANS: dict[str, SyntheticPlan] = {
+    "mobilenet-v2_8xb32_in1k": SyntheticPlan(
+        "classification",
+        1200,
+        240,
+        batch_size=32,
+        lr=0.05,
+        iterations=450,
+        minutes=4,
+        train_size=(128, 128),
+        warmup_iterations=40,
+    ),
+    "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024": SyntheticPlan(
+        "cityscapes",
+        160,
+        20,
+        batch_size=8,
+        lr=0.02,
+        iterations=300,
+        minutes=5.5,
+        train_size=(128, 256),
+        scale_wh=(512, 256),
+    ),
+    "td-hm_mobilenetv2_8xb64-210e_coco-256x192": SyntheticPlan(
+        "coco", 400, 40, batch_size=32, lr=1e-3, iterations=250, minutes=5
+    ),
+}
+
+
+def synthetic_recipe(recipe: Recipe, data: Path) -> Recipe:
+    """The recipe as trained on synthetic data: same network, input and data layout; synthetic labels."""
+    if recipe.task == "classification":
+        classes = (data / "classes.txt").read_text(encoding="utf-8").split()
+        return replace(recipe, num_outputs=len(classes), labels=lambda: list(classes))
+    if recipe.task == "segmentation":
+        from training.data.synthetic import segmentation_class_styles
+
+        styles = segmentation_class_styles(recipe.num_outputs)
+        names = [f"{s.shape} ({s.pattern})" for s in styles]
+        colours = [tuple(round(v) for v in s.primary) for s in styles]
+        return replace(
+            recipe, labels=lambda: list(names), palette=lambda: [(c[0], c[1], c[2]) for c in colours]
+        )
+    return recipe
+
+
+def synthetic_dataset_name(recipe: Recipe) -> str:
+    kind = {"classification": "shapes", "segmentation": "scenes", "pose": "figures"}[recipe.task]
+    return f"synthetic {kind} ({recipe.dataset} layout)"
+
+
+def _released(recipe: Recipe, out: Path) -> Path | None:
+    """Export from the released checkpoint if it downloads and verifies; None when offline."""
+    if not recipe.checkpoint_url:
+        return None
+    try:
+        fetch(recipe.checkpoint_url)
+    except (urllib.error.URLError, OSError, CheckpointError) as exc:
+        print(f"{recipe.name}: released checkpoint unavailable ({exc}); training on synthetic data")
+        return None
+    from training.export import export_model
+
+    model = recipe.build()
+    digest, layout = load_checkpoint(model, recipe.checkpoint_url)
+    weights = Weights(
+        source=layout,
+        checkpoint=recipe.checkpoint_url,
+        checkpoint_sha256=digest,
+        trained_on=recipe.dataset,
+        note="OpenMMLab's released weights; metrics are the published ones, not measured here",
+    )
+    return export_model(model, recipe, out, weights)
+
+
+def build_defaults(out: Path, work: Path, offline: bool = False) -> list[Path]:
+    """Build each default recipe that `out` lacks; returns the version folders written."""
+    from training.data.synthetic import generate
+    from training.engine import TrainOptions, train
+    from training.export import export_model
+
+    written = []
+    classifier_checkpoint: str | None = None
+    began = time.monotonic()
+    for name in DEFAULT_RECIPES:
+        recipe = get_recipe(name)
+        plan = PLANS[name]
+        run_dir = work / "runs" / name
+        if recipe.task == "classification" and (run_dir / "latest.pth").is_file():
+            classifier_checkpoint = str(run_dir / "latest.pth")
+        if list((out / name).glob("*/card.json")):
+            print(f"{name}: already in {out}")
+            continue
+        folder = None if offline else _released(recipe, out)
+        if folder is None:
+            data = work / "data" / plan.dataset
+            if not data.is_dir():
+                generate(plan.dataset, data, n_train=plan.n_train, n_val=plan.n_val, seed=0)  # type: ignore[arg-type]
+            trained = synthetic_recipe(recipe, data)
+            if plan.warmup_iterations:
+                schedule = replace(trained.schedule, warmup_iterations=plan.warmup_iterations)
+                trained = replace(trained, schedule=schedule)
+            options = TrainOptions(
+                data=data,
+                run_dir=run_dir,
+                iterations=plan.iterations,
+                epochs=None,
+                batch_size=plan.batch_size,
+                lr=plan.lr,
+                train_size=plan.train_size,
+                max_minutes=plan.minutes,
+                init_backbone=classifier_checkpoint if recipe.task != "classification" else None,
+                extra={"scale_wh": plan.scale_wh} if plan.scale_wh else {},
+            )
+            result = train(trained, options)
+            if recipe.task == "classification":
+                classifier_checkpoint = str(run_dir / "latest.pth")
+            weights = Weights(
+                source="trained",
+                trained_on=synthetic_dataset_name(recipe),
+                checkpoint=str(run_dir / "latest.pth"),
+                note=f"trained {result.iterations} iterations ({result.seconds / 60:.1f} min) on synthetic "
+                "images: it knows synthetic shapes, not ImageNet, Cityscapes or real people",
+            )
+            folder = export_model(result.model, trained, out, weights, result.metrics)
+            print(f"{name}: measured on held-out synthetic images {result.metrics}")
+        written.append(folder)
+        print(f"{name} -> {folder}")
+    print(f"default models built in {(time.monotonic() - began) / 60:.1f} min")
+    return written
