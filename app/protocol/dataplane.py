@@ -1,0 +1,222 @@
+"""The Open Inference Protocol's operations on the registry's models, without HTTP.
+
+Raw tensors take the image endpoints' path from the batcher on: a request of N rows reserves N
+slots of the model's batcher through `DataPlane.run_rows`, under the same limits (MAX_BODY_BYTES,
+inflated bodies included; MAX_IMAGES rows; the bounded queue; the deadline). What a model takes
+and gives comes from its card, which the registry checked against the ONNX graph when it loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.card import ModelCard
+from app.dataplane import DataPlane
+from app.errors import BadRequest, ModelNotFound, ModelNotReady
+from app.protocol import codec
+from app.protocol.codec import EncodedResponse, OutputTensor
+from app.protocol.datamodels import (
+    InferenceRequest,
+    MetadataTensor,
+    ModelMetadataResponse,
+    Parameters,
+    ServerMetadataResponse,
+)
+from app.registry import ModelEntry
+from app.tasks import classification
+
+SERVER_NAME = "mnv2-serve"
+PLATFORM = "onnxruntime_onnx"
+EXTENSIONS = ["binary_tensor_data", "classification"]
+
+
+@dataclass
+class _Wanted:
+    """One output the request asked for: which card output, how to send it, and whether as top-k."""
+
+    name: str
+    index: int
+    binary: bool
+    classes: int = 0  # > 0: the classification extension's top-k strings instead of the tensor
+
+
+@dataclass
+class _Parsed:
+    request: InferenceRequest
+    rows: np.ndarray  # (N, H, W, 3) uint8
+    wanted: list[_Wanted]
+
+
+def _flag(parameters: Parameters, key: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"parameter {key} must be true or false, got {value!r}")
+    return value
+
+
+class ProtocolPlane:
+    def __init__(self, plane: DataPlane, server_version: str) -> None:
+        self.plane = plane
+        self.settings = plane.settings
+        self.registry = plane.registry
+        self.server_version = server_version
+
+    # -- server and model state ------------------------------------------------------------------
+
+    def server_metadata(self) -> ServerMetadataResponse:
+        return ServerMetadataResponse(name=SERVER_NAME, version=self.server_version, extensions=EXTENSIONS)
+
+    def server_ready(self) -> bool:
+        return self.plane.readiness().ready  # the same answer as /readyz (draining included)
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        entry = self._entry(name, version)
+        return entry.state == "ready" and entry.batcher is not None
+
+    def model_metadata(self, name: str, version: str | None) -> ModelMetadataResponse:
+        entry = self._entry(name, version)
+        card = entry.card
+        if card is None:  # the card is read first when loading; none means it is unreadable or not yet read
+            raise ModelNotReady(f"model {entry.name} has no card yet: {entry.reason or 'still loading'}")
+        spec = card.input
+        return ModelMetadataResponse(
+            name=entry.name,
+            versions=[str(card.version)],
+            platform=PLATFORM,
+            inputs=[
+                MetadataTensor(
+                    name=spec.name,
+                    datatype=codec.datatype_of(spec.dtype),
+                    shape=[-1, spec.height, spec.width, 3],
+                )
+            ],
+            outputs=[
+                MetadataTensor(name=o.name, datatype=codec.datatype_of(o.dtype), shape=list(o.shape))
+                for o in card.outputs
+            ],
+        )
+
+    def _entry(self, name: str, version: str | None) -> ModelEntry:
+        """The model `name` (at `version`, when given). Raises 404."""
+        entry = self.registry.entries.get(name)
+        if entry is None:
+            raise ModelNotFound(f"unknown model {name[:200]!r}")
+        if version is not None and not (version.isdigit() and int(version) == entry.version):
+            raise ModelNotFound(
+                f"model {entry.name} has no version {version[:20]!r}; it serves version {entry.version}"
+            )
+        return entry
+
+    def _serving(self, name: str, version: str | None) -> tuple[ModelEntry, ModelCard]:
+        """The model, ready to infer. Raises 404, or 503 while it loads or after it failed."""
+        entry = self._entry(name, version)
+        if entry.state == "loading":
+            raise ModelNotReady(f"model {entry.name} is still loading", headers={"Retry-After": "5"})
+        if entry.state == "failed" or entry.batcher is None or entry.card is None:
+            raise ModelNotReady(f"model {entry.name} failed to load: {entry.reason}")
+        return entry, entry.card
+
+    # -- inference -------------------------------------------------------------------------------
+
+    async def infer(
+        self, name: str, version: str | None, body: bytes, header_length: str | None, encoding: str | None
+    ) -> EncodedResponse:
+        """Run one inference request body (as received) and encode its answer."""
+        started = time.monotonic()
+        entry, card = self._serving(name, version)
+        # Inflating and parsing up to MAX_BODY_BYTES of JSON takes long enough to stall the loop.
+        parsed = await asyncio.to_thread(self._parse, card, body, header_length, encoding)
+        timeout_s = self.settings.request_timeout_ms / 1e3
+        requested = (parsed.request.parameters or {}).get("timeout")  # Triton's, in microseconds
+        if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
+            timeout_s = min(timeout_s, requested / 1e6)
+        outcome = await self.plane.run_rows(entry, parsed.rows, started + timeout_s)
+        outputs = [self._output(w, outcome.outputs[w.index], card) for w in parsed.wanted]
+        return await asyncio.to_thread(
+            codec.encode_response, entry.name, str(card.version), parsed.request.id, outputs
+        )
+
+    def _parse(
+        self, card: ModelCard, body: bytes, header_length: str | None, encoding: str | None
+    ) -> _Parsed:
+        body = codec.inflate(body, encoding, self.settings.max_body_bytes)
+        request, tail = codec.split_body(body, header_length)
+        self._check_inputs(card, request)
+        wanted = self._wanted(card, request)  # before the data: a bad output name costs no conversion
+        [raw] = codec.binary_parts(request.inputs, tail)
+        return _Parsed(request, codec.to_array(request.inputs[0], raw), wanted)
+
+    def _check_inputs(self, card: ModelCard, request: InferenceRequest) -> None:
+        """One input, named as the card says, UINT8 [N, H, W, 3] with 1 ≤ N ≤ MAX_IMAGES."""
+        spec = card.input
+        names = [given.name for given in request.inputs]
+        unexpected = [n for n in names if n != spec.name]
+        if unexpected:
+            raise BadRequest(
+                f"unexpected input {unexpected[0][:100]!r}; model {card.name} takes {spec.name!r}"
+            )
+        if len(names) != 1:
+            raise BadRequest(f"model {card.name} takes exactly one input {spec.name!r}, got {len(names)}")
+        given = request.inputs[0]
+        datatype = codec.datatype_of(spec.dtype)
+        if given.datatype != datatype:
+            raise BadRequest(
+                f"input {spec.name!r} has datatype {given.datatype[:20]}; model {card.name} takes {datatype}"
+            )
+        if len(given.shape) != 4 or given.shape[1:] != [spec.height, spec.width, 3] or given.shape[0] < 1:
+            raise BadRequest(
+                f"input {spec.name!r} has shape {given.shape[:8]}; model {card.name} takes "
+                f"[-1, {spec.height}, {spec.width}, 3]"
+            )
+        if given.shape[0] > self.settings.max_images:
+            raise BadRequest(
+                f"a batch of {given.shape[0]} images; at most {self.settings.max_images} per request (MAX_IMAGES)"
+            )
+
+    def _wanted(self, card: ModelCard, request: InferenceRequest) -> list[_Wanted]:
+        """The outputs to answer: those requested, else all; binary per `binary_data(_output)`."""
+        binary = _flag(request.parameters or {}, "binary_data_output", False)
+        index = {output.name: i for i, output in enumerate(card.outputs)}
+        if request.outputs is None:
+            return [_Wanted(name, i, binary) for name, i in index.items()]
+        wanted: list[_Wanted] = []
+        for output in request.outputs:
+            if output.name not in index:
+                raise BadRequest(f"unknown output {output.name[:100]!r}; model {card.name} has {list(index)}")
+            if any(w.name == output.name for w in wanted):
+                raise BadRequest(f"output {output.name!r} is requested twice")
+            parameters = output.parameters or {}
+            classes = parameters.get("classification", 0)
+            if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+                raise BadRequest(
+                    f"output {output.name!r}: classification must be a class count, got {classes!r}"
+                )
+            shape = card.outputs[index[output.name]].shape
+            if classes and len(shape) != 2:
+                raise BadRequest(
+                    f"output {output.name!r} has shape {shape}; the classification extension needs [batch, classes]"
+                )
+            # As Triton, a count beyond the classes answers them all.
+            classes = min(classes, shape[-1])
+            wanted.append(
+                _Wanted(output.name, index[output.name], _flag(parameters, "binary_data", binary), classes)
+            )
+        return wanted
+
+    @staticmethod
+    def _output(wanted: _Wanted, array: np.ndarray, card: ModelCard) -> OutputTensor:
+        """The tensor in the card's datatype (what the metadata promised), or its top-k strings."""
+        if not wanted.classes:
+            dtype = card.outputs[wanted.index].dtype
+            return OutputTensor(wanted.name, array.astype(dtype, copy=False), wanted.binary)
+        # The same ranking as /v1/classify (score descending, ties by index), as Triton's
+        # "score:index:label" strings with the score written like C++'s std::to_string.
+        rows = classification.top_k(array, wanted.classes, card.labels)
+        strings = np.array(
+            [[f"{p.score:f}:{p.index}:{p.label}".encode() for p in row] for row in rows], dtype=object
+        ).reshape(len(rows), wanted.classes)
+        return OutputTensor(wanted.name, strings, wanted.binary)
