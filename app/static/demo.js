@@ -1,0 +1,367 @@
+// The demo page: a client of the public /v1 API in plain JavaScript (no build step, no library),
+// so that it doubles as a worked example of the endpoints. URLs are relative to the page.
+"use strict";
+
+const ENDPOINTS = {
+  classification: "v1/classify",
+  segmentation: "v1/segment?format=json", // the classes, plus the mask as a base64 palette PNG
+  pose: "v1/pose", // no boxes: the whole image is one person box
+};
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORAGE = "mnv2-demo-api-key"; // sessionStorage: the key is forgotten with the tab
+
+const state = {
+  models: [], // GET /v1/models
+  file: null, // the chosen File, sent as it is
+  picture: null, // the same file decoded by the browser (null when it cannot): the canvas background
+  run: 0, // id of the newest request; an older answer that arrives late is dropped
+  redraw: () => {}, // paints the current answer onto the canvas
+  hover: null, // (x, y) in image pixels → text for the tooltip, or null
+};
+
+function el(tag, className = "", text = undefined) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const percent = (share) => `${(share * 100).toFixed(share < 0.1 ? 2 : 1)} %`;
+const ms = (value) => `${value.toFixed(1)} ms`;
+
+// -- talking to the API ---------------------------------------------------------------------------
+
+/** A non-2xx answer; the service's errors are `{"error": {"code", "message"}}`. */
+class ApiError extends Error {
+  constructor(status, body, requestId) {
+    const error = body?.error ?? { code: "error", message: String(body).slice(0, 500) };
+    super(error.message);
+    this.status = status;
+    this.requestId = requestId; // what the service's log line of this request carries
+    this.code = error.code;
+    this.body = body;
+  }
+}
+
+async function api(url, options = {}) {
+  const key = $("key").value.trim();
+  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  const response = await fetch(url, { ...options, headers });
+  const text = await response.text();
+  let body = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON (a proxy's error page, say): keep the text for the error box
+  }
+  if (!response.ok || typeof body !== "object") {
+    if (response.status === 401) $("key-field").hidden = false; // API_KEYS is set: ask for one
+    throw new ApiError(response.status, body, response.headers.get("X-Request-ID"));
+  }
+  return body;
+}
+
+async function loadModels() {
+  try {
+    state.models = (await api("v1/models")).models;
+  } catch (error) {
+    showError(error, "GET v1/models");
+  }
+  fillModels();
+}
+
+// -- controls --------------------------------------------------------------------------------------
+
+function selectedModel() {
+  return state.models.find((m) => m.name === $("model").value);
+}
+
+/** The task's models, its default selected; those not ready are listed but cannot be picked. */
+function fillModels() {
+  const task = $("task").value;
+  const select = $("model");
+  select.replaceChildren();
+  for (const model of state.models.filter((m) => m.task === task)) {
+    const ready = model.state === "ready";
+    const option = el("option", "", ready ? model.name : `${model.name} (${model.state})`);
+    option.value = model.name;
+    option.disabled = !ready;
+    option.selected = ready && model.default;
+    select.append(option);
+  }
+  if (!select.options.length) {
+    select.append(el("option", "", state.models.length ? "no model serves this task" : "no models listed"));
+  }
+  updateControls();
+}
+
+function updateControls() {
+  const model = selectedModel();
+  const usable = model?.state === "ready";
+  $("run").disabled = !(state.file && usable);
+  const note = $("model-note");
+  note.hidden = !usable;
+  if (!usable) return;
+  const what = model.task === "pose" ? "keypoints" : "classes";
+  note.textContent =
+    `${model.dataset} · input ${model.input.width}×${model.input.height} · ` +
+    `${model.num_labels} ${what} · ${model.provider} · weights: ${model.weights}`;
+  if (model.weights === "random-init") {
+    note.append(el("strong", "", " · random weights: expect noise, not a bug"));
+  }
+}
+
+async function useFile(file) {
+  state.file = file;
+  const size = file.size < 1024 ? `${file.size} B` : `${(file.size / 1024).toFixed(0)} KiB`;
+  $("file-name").textContent = `${file.name} (${size}) · drop or click for another`;
+  try {
+    state.picture = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch {
+    state.picture = null; // the browser cannot read it; the API will say what is wrong
+  }
+  updateControls();
+  run();
+}
+
+// -- one request -----------------------------------------------------------------------------------
+
+async function run() {
+  const model = selectedModel();
+  if (!state.file || model?.state !== "ready") return;
+  const id = ++state.run;
+  const url = `${ENDPOINTS[model.task]}${ENDPOINTS[model.task].includes("?") ? "&" : "?"}model=${encodeURIComponent(model.name)}`;
+  const form = new FormData();
+  form.append("file", state.file);
+  $("status").textContent = `POST ${url} …`;
+  const started = performance.now();
+  try {
+    const answer = await api(url, { method: "POST", body: form });
+    const roundTrip = performance.now() - started;
+    if (id !== state.run) return;
+    await show(model, answer, roundTrip, url);
+  } catch (error) {
+    if (id === state.run) showError(error, `POST ${url}`);
+  } finally {
+    if (id === state.run) $("status").textContent = "";
+  }
+}
+
+function showError(error, request) {
+  const box = $("error");
+  box.replaceChildren();
+  if (error instanceof ApiError) {
+    box.append(el("strong", "", `${request} → HTTP ${error.status} ${error.code}`), el("p", "", error.message));
+    if (error.requestId) box.append(el("p", "request-id", `request ID ${error.requestId}`));
+    if (typeof error.body === "object") box.append(el("pre", "", JSON.stringify(error.body, null, 2)));
+  } else {
+    box.append(el("strong", "", `${request} failed`), el("p", "", String(error.message ?? error)));
+  }
+  box.hidden = false;
+  $("result").hidden = true;
+}
+
+async function show(model, answer, roundTrip, url) {
+  const size = model.task === "pose" ? answer.image : answer.results[0].image;
+  const canvas = $("canvas");
+  [canvas.width, canvas.height] = [size.width, size.height];
+  $("details").replaceChildren();
+  $("tip").hidden = true;
+  state.hover = null;
+  if (model.task === "classification") showClassification(answer.results[0], model);
+  else if (model.task === "segmentation") await showSegmentation(answer.results[0]);
+  else showPose(answer);
+  state.redraw();
+
+  const t = answer.timing;
+  $("summary").textContent = `${answer.model} v${answer.version} · image ${size.width}×${size.height}`;
+  $("timing").textContent =
+    `Server: preprocess ${ms(t.preprocess_ms)} · queue ${ms(t.queue_ms)} · ` +
+    `inference ${ms(t.inference_ms)} · total ${ms(t.total_ms)}. ` +
+    `Round trip seen by this page, upload included: ${ms(roundTrip)}.`;
+  const name = state.file.name.replaceAll("'", "'\\''");
+  const auth = $("key").value.trim() ? `-H "Authorization: Bearer $API_KEY" ` : ""; // never the key itself
+  $("curl").textContent = `curl ${auth}-F 'file=@${name}' '${new URL(url, location.href).href}'`;
+  $("error").hidden = true;
+  $("result").hidden = false;
+  $("result").dataset.task = model.task; // lets a test wait for this answer
+}
+
+function drawPicture(ctx) {
+  const { width, height } = ctx.canvas;
+  if (state.picture) ctx.drawImage(state.picture, 0, 0, width, height);
+  else ctx.clearRect(0, 0, width, height);
+}
+
+// -- the three answers -----------------------------------------------------------------------------
+
+function showClassification(result, model) {
+  state.redraw = () => drawPicture($("canvas").getContext("2d"));
+  const list = el("ol", "bars");
+  for (const p of result.predictions) {
+    const fill = el("span", "fill");
+    fill.style.width = `${Math.min(100, p.score * 100)}%`;
+    const bar = el("span", "bar");
+    bar.append(fill);
+    const row = el("li");
+    row.title = `class index ${p.index}`;
+    row.append(el("span", "label", p.label), bar, el("span", "score", percent(p.score)));
+    list.append(row);
+  }
+  $("details").append(el("h2", "", `Top ${result.predictions.length} of ${model.num_labels} classes`), list);
+}
+
+async function showSegmentation(result) {
+  const mask = new Image();
+  mask.src = `data:image/png;base64,${result.mask_png}`;
+  await mask.decode();
+  // A copy of the mask read back pixel by pixel: its colour names the class under the pointer.
+  const { width, height } = result.image;
+  const copy = Object.assign(document.createElement("canvas"), { width, height });
+  const pixels = copy.getContext("2d", { willReadFrequently: true });
+  pixels.drawImage(mask, 0, 0);
+  const byColour = new Map(result.classes.filter((c) => c.color).map((c) => [c.color.join(), c]));
+
+  const opacity = Object.assign(el("input"), { type: "range", min: 0, max: 100, value: 55, id: "opacity" });
+  opacity.addEventListener("input", () => state.redraw());
+  state.redraw = () => {
+    const ctx = $("canvas").getContext("2d");
+    drawPicture(ctx);
+    ctx.globalAlpha = opacity.value / 100;
+    ctx.drawImage(mask, 0, 0, width, height);
+    ctx.globalAlpha = 1;
+  };
+  state.hover = (x, y) => {
+    const c = byColour.get(Array.from(pixels.getImageData(x, y, 1, 1).data.slice(0, 3)).join());
+    return c && `${c.label} · ${percent(c.fraction)} of the image`;
+  };
+
+  const legend = el("ul", "legend");
+  for (const c of result.classes) {
+    const swatch = el("span", "swatch");
+    swatch.style.backgroundColor = c.color ? `rgb(${c.color.join(",")})` : "transparent";
+    const row = el("li");
+    row.append(swatch, el("span", "label", c.label), el("span", "score", percent(c.fraction)));
+    legend.append(row);
+  }
+  const slider = el("label", "slider", "Mask opacity ");
+  slider.append(opacity);
+  $("details").append(el("h2", "", `${result.classes.length} classes present`), slider, legend);
+}
+
+/** Heatmap peak → a colour from red (0) to green (1 and above). */
+const scoreColour = (score) => `hsl(${Math.round(120 * Math.min(1, Math.max(0, score)))}, 90%, 50%)`;
+
+function showPose(answer) {
+  const canvas = $("canvas");
+  const unit = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 200)); // line width
+  state.redraw = () => {
+    const ctx = canvas.getContext("2d");
+    drawPicture(ctx);
+    for (const person of answer.people) drawPerson(ctx, person, answer.skeleton, unit);
+  };
+  const points = answer.people.flatMap((person) => person.keypoints);
+  state.hover = (x, y) => {
+    // Within a few screen pixels of a keypoint, however much the canvas is scaled down.
+    const reach = Math.max(3 * unit, (12 * canvas.width) / canvas.getBoundingClientRect().width);
+    let best = null;
+    for (const k of points) {
+      const d = Math.hypot(k.x - x, k.y - y);
+      if (d <= reach && (!best || d < best.d)) best = { k, d };
+    }
+    return best && `${best.k.name} · score ${best.k.score.toFixed(3)} · (${best.k.x.toFixed(0)}, ${best.k.y.toFixed(0)})`;
+  };
+
+  const people = answer.people.length;
+  $("details").append(el("h2", "", `${people} ${people === 1 ? "person" : "people"} · ${points.length} keypoints`));
+  for (const person of answer.people) {
+    const table = el("table", "keypoints");
+    table.createCaption().textContent = `Box [${person.box.map((v) => v.toFixed(0)).join(", ")}] · mean score ${person.score.toFixed(3)}`;
+    for (const k of person.keypoints) {
+      const row = table.insertRow();
+      const dot = el("span", "swatch dot");
+      dot.style.backgroundColor = scoreColour(k.score);
+      row.insertCell().append(dot, k.name);
+      row.insertCell().textContent = k.score.toFixed(3);
+      row.insertCell().textContent = `(${k.x.toFixed(0)}, ${k.y.toFixed(0)})`;
+    }
+    $("details").append(table);
+  }
+}
+
+function drawPerson(ctx, person, skeleton, unit) {
+  const at = new Map(person.keypoints.map((k) => [k.name, k]));
+  const [x1, y1, x2, y2] = person.box;
+  ctx.setLineDash([4 * unit, 2 * unit]);
+  ctx.lineWidth = unit / 2;
+  ctx.strokeStyle = "rgba(255, 255, 255, 0.8)";
+  ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+  ctx.setLineDash([]);
+  // Each limb twice, dark and wide under bright and narrow, to stand out on any background.
+  for (const [style, width] of [["rgba(0, 0, 0, 0.6)", 2 * unit], ["rgb(0, 200, 255)", unit]]) {
+    ctx.strokeStyle = style;
+    ctx.lineWidth = width;
+    for (const [a, b] of skeleton) {
+      const [p, q] = [at.get(a), at.get(b)];
+      if (!p || !q) continue;
+      ctx.beginPath();
+      ctx.moveTo(p.x, p.y);
+      ctx.lineTo(q.x, q.y);
+      ctx.stroke();
+    }
+  }
+  ctx.lineWidth = unit / 2;
+  ctx.strokeStyle = "white";
+  for (const k of person.keypoints) {
+    ctx.beginPath();
+    ctx.arc(k.x, k.y, 2 * unit, 0, 2 * Math.PI);
+    ctx.fillStyle = scoreColour(k.score);
+    ctx.fill();
+    ctx.stroke();
+  }
+}
+
+// -- wiring ----------------------------------------------------------------------------------------
+
+$("file").addEventListener("change", (event) => event.target.files[0] && useFile(event.target.files[0]));
+$("task").addEventListener("change", () => (fillModels(), run()));
+$("model").addEventListener("change", () => (updateControls(), run()));
+$("controls").addEventListener("submit", (event) => (event.preventDefault(), run()));
+$("key").addEventListener("change", () => {
+  sessionStorage.setItem(KEY_STORAGE, $("key").value.trim());
+  $("error").hidden = true;
+  loadModels().then(run);
+});
+$("key").value = sessionStorage.getItem(KEY_STORAGE) ?? "";
+$("key-field").hidden = !$("key").value;
+
+// The whole page takes a dropped file; without this the browser would navigate to it.
+document.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  $("drop").classList.add("over");
+});
+document.addEventListener("dragleave", () => $("drop").classList.remove("over"));
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("drop").classList.remove("over");
+  const file = event.dataTransfer?.files[0];
+  if (file) useFile(file);
+});
+
+$("canvas").addEventListener("pointermove", (event) => {
+  const canvas = $("canvas");
+  const tip = $("tip");
+  const rect = canvas.getBoundingClientRect();
+  const x = Math.floor(((event.clientX - rect.left) * canvas.width) / rect.width);
+  const y = Math.floor(((event.clientY - rect.top) * canvas.height) / rect.height);
+  const text = state.hover?.(x, y);
+  tip.hidden = !text;
+  if (!text) return;
+  tip.textContent = text;
+  tip.style.left = `${event.clientX - rect.left + 14}px`;
+  tip.style.top = `${event.clientY - rect.top + 14}px`;
+});
+$("canvas").addEventListener("pointerleave", () => ($("tip").hidden = true));
+
+loadModels();
