@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from app.config import Settings, settings_help
@@ -16,21 +15,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args:
         sys.exit(f"unexpected arguments {args}; configure with environment variables (see --help)")
-    import uvicorn
-
     from app.main import create_app
+    from app.observability import configure_logging
+    from app.shutdown import serve
 
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    configure_logging(settings.log_level, settings.log_format)  # JSON lines by default
+    serve(create_app(settings), settings)  # drains on SIGTERM (SHUTDOWN_DRAIN_S, SHUTDOWN_GRACE_S)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,11 @@ class Reservation:
             if pending:
                 raise DeadlineExceeded("the request's deadline passed before its inference finished")
         finally:
-            for future in futures:  # unrun chunks of an abandoned request are skipped by the worker
+            # Abandoned (deadline, error elsewhere, or the handler cancelled by a disconnect): the
+            # request's unrun chunks leave the queue now and free their slots for others.
+            for future in futures:
                 future.cancel()
+            self._batcher._forget(chunks)
         results = [f.result() for f in futures]
         return BatchOutcome(
             outputs=[np.concatenate(parts) for parts in zip(*(r.outputs for r in results), strict=True)]
@@ -197,6 +200,16 @@ class DynamicBatcher:
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait until nothing is reserved, queued or running (at most `timeout_s`), then stop.
+
+        For a model version being replaced: requests that already hold it finish on it.
+        """
+        deadline = time.monotonic() + timeout_s
+        while (self._waiting_slots or self._running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.stop()
+
     @property
     def waiting_slots(self) -> int:
         return self._waiting_slots
@@ -252,6 +265,18 @@ class DynamicBatcher:
         self._queue.extend(chunks)
         self._wakeup.set()
         return chunks
+
+    def _forget(self, chunks: list[_Chunk]) -> None:
+        """Take a request's chunks that are still queued out of the queue, freeing their slots.
+
+        Chunks already taken into a batch are no longer queued (their slots were freed then).
+        """
+        gone = {id(chunk) for chunk in chunks}
+        freed = sum(chunk.slots for chunk in self._queue if id(chunk) in gone)
+        if freed:
+            self._queue = deque(chunk for chunk in self._queue if id(chunk) not in gone)
+            self._set_waiting(self._waiting_slots - freed)
+            self._wakeup.set()  # a batch waiting to grow is re-formed without them
 
     def _set_waiting(self, slots: int) -> None:
         self._waiting_slots = slots

@@ -6,6 +6,8 @@ The environment variable of a field is its name upper-cased (`max_batch_size` â†
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,17 @@ def _split_list(value: Any) -> Any:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+_HASHED_KEY = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+
+
+def key_digest(key: str) -> str:
+    """SHA-256 hex digest of an API key; `sha256:HEX` is taken as the digest itself."""
+    hashed = _HASHED_KEY.match(key)
+    if hashed:
+        return hashed.group(1).lower()
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class Settings(BaseSettings):
@@ -115,11 +128,62 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
     )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per log line (with request_id); text: for people"
+    )
 
-    @field_validator("models", "warmup_batch_sizes", mode="before")
+    # Reliability
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        description="requests handled at once (health and metrics excepted); 503 with Retry-After beyond, before the body is read",
+    )
+    shutdown_drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="after SIGTERM, seconds /readyz answers 503 while requests are still accepted (for a load balancer to notice)",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="then, seconds to finish the requests already accepted; what is still queued after it gets 503",
+    )
+    reload_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds between looks at the repository for newer versions of served models; 0 = off",
+    )
+
+    # Security
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="keys for /v1 and /v2 (Authorization: Bearer KEY), comma-separated, or sha256:HEX of a key; empty = open. Held only as SHA-256",
+    )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="keys for admin routes (POST /v1/models/NAME/reload), which also serve as API keys; empty = admin routes answer 403",
+    )
+    protect_metrics: bool = Field(
+        default=False, description="require an API key for /metrics too (health stays open)"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins browsers may call from (CORS), comma-separated, or *; empty = no cross-origin calls",
+    )
+
+    @field_validator("models", "warmup_batch_sizes", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("api_keys", "admin_api_keys", mode="before")
+    @classmethod
+    def _key_digests(cls, value: Any) -> Any:
+        """Keys become SHA-256 hex digests here, so the plain keys are never held by the service."""
+        keys = _split_list(value)
+        if not isinstance(keys, list):
+            return keys
+        return [key_digest(str(key)) for key in keys]
 
     @field_validator("log_level", mode="before")
     @classmethod

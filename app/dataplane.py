@@ -32,6 +32,7 @@ from app.errors import (
     ServiceError,
 )
 from app.imaging import DecodedImage, decode_image, encode_jpeg, encode_png, open_image, upright_size
+from app.observability import annotate
 from app.registry import ModelEntry, ModelRegistry
 from app.schemas import (
     Classification,
@@ -111,6 +112,7 @@ class DataPlane:
         self.settings = settings
         self.registry = registry
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.draining = False  # set on SIGTERM (app.shutdown): /readyz answers 503 from then on
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -136,6 +138,7 @@ class DataPlane:
     @contextmanager
     def _tracked(self, entry: ModelEntry) -> Iterator[None]:
         """Count the request as a success or a failure (by reason) of its model."""
+        annotate(model=entry.name, version=entry.version)  # for the request's access log line
         try:
             yield
         except ServiceError as exc:
@@ -335,6 +338,18 @@ class DataPlane:
         drawn = pose_task.draw(decoded.image, found, card)
         return encode_jpeg(drawn) if output == "jpeg" else encode_png(drawn)
 
+    # -- raw tensors (the Open Inference Protocol, app/protocol) --------------------------------
+
+    async def run_rows(self, entry: ModelEntry, rows: np.ndarray, deadline: float) -> BatchOutcome:
+        """Run rows a client preprocessed itself, (N, H, W, 3) uint8, through the model's batcher.
+
+        N rows take N slots, as N uploaded images would. Raises `QueueFull` at once, or
+        `DeadlineExceeded` at `deadline` (monotonic seconds).
+        """
+        assert entry.batcher is not None
+        with self._tracked(entry), entry.batcher.reserve(len(rows)) as reservation:
+            return await reservation.submit(rows, deadline)
+
     # -- models and readiness --------------------------------------------------------------------
 
     def models(self) -> ModelsResponse:
@@ -367,8 +382,9 @@ class DataPlane:
         return entry.card
 
     def readiness(self) -> ReadyResponse:
+        draining = ["shutting down: draining before exit"] if self.draining else []
         return ReadyResponse(
-            ready=self.registry.ready,
+            ready=self.registry.ready and not self.draining,
             models=[
                 ModelStatus(
                     name=e.name,
@@ -377,8 +393,9 @@ class DataPlane:
                     path=str(e.path),
                     reason=e.reason,
                     load_ms=round(e.load_seconds * 1e3, 1) if e.load_seconds is not None else None,
+                    reload_error=e.reload_error,
                 )
                 for e in self.registry.entries.values()
             ],
-            problems=self.registry.problems,
+            problems=[*self.registry.problems, *draining],
         )

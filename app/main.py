@@ -7,15 +7,21 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, v1
+from app.api import admin, demo, health, v1, v2
 from app.config import Settings
 from app.dataplane import DataPlane
 from app.errors import install_error_handlers
 from app.metrics import HttpMetricsMiddleware, Metrics
 from app.middleware import BodyLimitMiddleware
+from app.observability import REQUEST_ID_HEADER, RequestContextMiddleware
+from app.openapi import install_openapi
 from app.registry import ModelRegistry
+from app.reload import ModelReloader
 from app.runtime import plan_device
+from app.security import ApiKeyMiddleware
+from app.traffic import CancelOnDisconnectMiddleware, ConcurrencyLimitMiddleware, ContentEncodingMiddleware
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,24 +29,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     registry = ModelRegistry(settings, metrics)
     plane = DataPlane(settings, registry)
+    reloader = ModelReloader(registry, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         plan = plan_device(settings)  # DEVICE=cuda without CUDA stops the start here
         registry.discover()
         loading = asyncio.create_task(registry.load_all(plan))  # /readyz says 503 until it is done
+        reloader.start()  # polls the repository every RELOAD_INTERVAL_S (0 = off)
         yield
         loading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loading
+        await reloader.stop()
         await registry.close()
         plane.close()
 
-    app = FastAPI(title="MobileNetV2 vision service", version="0.1.0", lifespan=lifespan)
+    # No trailing-slash redirects: `/v1/models/%2F` is an unknown path (404), not a 307 elsewhere.
+    app = FastAPI(
+        title="MobileNetV2 vision service", version="0.1.0", lifespan=lifespan, redirect_slashes=False
+    )
     app.state.settings, app.state.metrics, app.state.dataplane = settings, metrics, plane
+    app.state.reloader = reloader
     app.include_router(v1.router)
+    app.include_router(admin.router)  # POST /v1/models/{name}/reload (ADMIN_API_KEYS)
+    app.include_router(v2.router)  # the Open Inference Protocol, for Triton and KServe clients
     app.include_router(health.router)
+    app.include_router(demo.router)  # the demo page at / and its files under /static/
     install_error_handlers(app)
+    install_openapi(app, settings)  # documents the statuses the middleware below answers
+    # Innermost first; each line wraps the ones above it.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    app.add_middleware(CancelOnDisconnectMiddleware)  # a gone client's request leaves the queue
+    app.add_middleware(ContentEncodingMiddleware)  # compressed bodies: 415, never inflated
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests)  # 503
+    app.add_middleware(ApiKeyMiddleware, settings=settings)  # 401/403 before any work
+    if settings.cors_origins:  # closed unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Server-Timing", "X-Model", "X-Model-Version"],
+        )
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # sees every answer
+    app.add_middleware(RequestContextMiddleware)  # outermost: request ID and access log line
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-def fix_aspect_ratio(scale: np.ndarray, aspect_ratio: float) -> np.ndarray:
+def fix_aspect_ratio(scale: npt.ArrayLike, aspect_ratio: float) -> np.ndarray:
     """Widen the short side of `scale` (..., 2) so that w / h == `aspect_ratio` (mmpose's rule)."""
     scale = np.asarray(scale, dtype=np.float64)
     w, h = scale[..., 0], scale[..., 1]
@@ -37,7 +38,7 @@ def fix_aspect_ratio(scale: np.ndarray, aspect_ratio: float) -> np.ndarray:
 
 
 def box_to_center_scale(
-    box_xyxy: Sequence[float] | np.ndarray, aspect_ratio: float, padding: float = 1.25
+    box_xyxy: npt.ArrayLike, aspect_ratio: float, padding: float = 1.25
 ) -> tuple[np.ndarray, np.ndarray]:
     """Person box (x1, y1, x2, y2) in pixels, (4,) or (N, 4) -> crop `center` and `scale`, (2,) or
     (N, 2), in pixels.
@@ -69,8 +70,8 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def get_warp_matrix(
-    center: np.ndarray,
-    scale: np.ndarray,
+    center: npt.ArrayLike,
+    scale: npt.ArrayLike,
     rot_deg: float,
     output_size_wh: tuple[int, int],
     shift: tuple[float, float] = (0.0, 0.0),
@@ -82,12 +83,12 @@ def get_warp_matrix(
     (rotated), and a third point at 90°. `shift` moves the centre by a fraction of `scale`.
     `inv=True` gives the output -> image mapping instead.
     """
-    center = np.asarray(center, dtype=np.float64)
-    scale = np.asarray(scale, dtype=np.float64)
+    center_xy = np.asarray(center, dtype=np.float64)
+    scale_wh = np.asarray(scale, dtype=np.float64)
     dst_w, dst_h = float(output_size_wh[0]), float(output_size_wh[1])
-    shifted_center = center + scale * np.asarray(shift, dtype=np.float64)
+    shifted_center = center_xy + scale_wh * np.asarray(shift, dtype=np.float64)
 
-    src_dir = _rotate(np.array([0.0, scale[0] * -0.5]), np.deg2rad(rot_deg))
+    src_dir = _rotate(np.array([0.0, scale_wh[0] * -0.5]), np.deg2rad(rot_deg))
     dst_center = np.array([dst_w * 0.5, dst_h * 0.5])
     dst_dir = np.array([0.0, dst_w * -0.5])
 
@@ -98,10 +99,9 @@ def get_warp_matrix(
     return _affine_from_points(dst, src) if inv else _affine_from_points(src, dst)
 
 
-def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def transform_points(points: npt.ArrayLike, matrix: np.ndarray) -> np.ndarray:
     """Apply a (2, 3) affine to points (..., 2); returns float64 (..., 2)."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ matrix[:, :2].T + matrix[:, 2]
+    return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
 
 
 def _invert_affine(matrix: np.ndarray) -> np.ndarray:
@@ -133,16 +133,16 @@ def warp_image(
     return np.asarray(warped)
 
 
-def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decode_heatmaps(heatmaps: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps (K, h, w) or (N, K, h, w) -> keypoints (..., K, 2) in heatmap pixels, scores (..., K).
 
     As mmpose's `get_heatmap_maximum` + `refine_keypoints`: argmax per map, score = the peak
     value, then 0.25 px toward the higher neighbour on each axis. Maps whose peak is <= 0 give
     (-1, -1). The neighbour tests copy mmpose's bounds exactly (x needs 1 < x < w - 1).
     """
-    heatmaps = np.asarray(heatmaps)
-    batched = heatmaps.ndim == 4
-    maps = heatmaps if batched else heatmaps[None]
+    array = np.asarray(heatmaps)
+    batched = array.ndim == 4
+    maps = array if batched else array[None]
     n, k, h, w = maps.shape
     flat = maps.reshape(n, k, h * w)
     index = flat.argmax(axis=-1)
@@ -166,21 +166,20 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keypoints, scores
 
 
-def flip_heatmaps_back(flipped: np.ndarray, flip_indices: Sequence[int], shift: bool = True) -> np.ndarray:
+def flip_heatmaps_back(flipped: npt.ArrayLike, flip_indices: Sequence[int], shift: bool = True) -> np.ndarray:
     """Heatmaps of a horizontally flipped crop, (K, h, w) or (N, K, h, w) -> heatmaps of the crop.
 
     As mmpose's flip test: mirror each map, swap left/right channels by `flip_indices`, then
     shift right by one pixel (column 0 keeps its value) to undo the flip's half-pixel bias.
     """
-    flipped = np.asarray(flipped)
-    restored = flipped[..., ::-1][..., list(flip_indices), :, :].copy()
+    restored = np.asarray(flipped)[..., ::-1][..., list(flip_indices), :, :].copy()
     if shift:
         restored[..., 1:] = restored[..., :-1].copy()
     return restored
 
 
 def keypoints_to_image(
-    keypoints: np.ndarray, center: np.ndarray, scale: np.ndarray, input_size_wh: tuple[int, int]
+    keypoints: npt.ArrayLike, center: npt.ArrayLike, scale: npt.ArrayLike, input_size_wh: tuple[int, int]
 ) -> np.ndarray:
     """Keypoints (..., K, 2) in input-crop pixels -> image pixels (unrotated crops only).
 
@@ -188,8 +187,8 @@ def keypoints_to_image(
     keypoints (N, K, 2).
     """
     size = np.asarray(input_size_wh, dtype=np.float64)
-    center = np.asarray(center, dtype=np.float64)
-    scale = np.asarray(scale, dtype=np.float64)
-    if center.ndim == 2:
-        center, scale = center[:, None], scale[:, None]
-    return np.asarray(keypoints, dtype=np.float64) / size * scale + center - scale * 0.5
+    center_xy = np.asarray(center, dtype=np.float64)
+    scale_wh = np.asarray(scale, dtype=np.float64)
+    if center_xy.ndim == 2:
+        center_xy, scale_wh = center_xy[:, None], scale_wh[:, None]
+    return np.asarray(keypoints, dtype=np.float64) / size * scale_wh + center_xy - scale_wh * 0.5

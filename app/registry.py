@@ -45,6 +45,7 @@ class ModelEntry:
     batcher: DynamicBatcher | None = None
     load_seconds: float | None = None
     output_names: list[str] = field(default_factory=list)
+    reload_error: str | None = None  # why the last attempt to replace this entry failed
 
     def fail(self, reason: str) -> None:
         self.state, self.reason = "failed", reason
@@ -74,6 +75,7 @@ class ModelRegistry:
         self.metrics = metrics
         self.entries: dict[str, ModelEntry] = {}
         self.problems: list[str] = []
+        self.plan: DevicePlan | None = None
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -171,6 +173,7 @@ class ModelRegistry:
 
     async def load_all(self, plan: DevicePlan) -> None:
         """Load every `loading` entry, one at a time (they would only fight over 2 cores)."""
+        self.plan = plan  # kept for later loads (hot reload)
         pending = [e for e in self.entries.values() if e.state == "loading"]
         pending.sort(
             key=lambda e: (e.path / MODEL_FILE).stat().st_size if (e.path / MODEL_FILE).exists() else 0
@@ -187,21 +190,25 @@ class ModelRegistry:
                 entry.session = None
                 entry.fail(f"unexpected error: {exc!r}")
                 continue
-            assert entry.card is not None
-            s = self.settings
-            entry.batcher = DynamicBatcher(
-                entry.name,
-                entry.run,
-                (entry.card.input.height, entry.card.input.width, 3),
-                max_batch_size=s.max_batch_size,
-                max_queue_delay_ms=s.max_queue_delay_ms,
-                max_queue_size=s.max_queue_size,
-                observer=entry.metrics,
-            )
-            entry.batcher.observe_run_seconds(run_seconds)
-            entry.batcher.start()
-            entry.state = "ready"
-            entry.metrics.set_ready(True)
+            self.start_serving(entry, run_seconds)
+
+    def start_serving(self, entry: ModelEntry, run_seconds: float) -> None:
+        """Give a loaded entry its batcher (on the running loop) and mark it ready."""
+        assert entry.card is not None
+        s = self.settings
+        entry.batcher = DynamicBatcher(
+            entry.name,
+            entry.run,
+            (entry.card.input.height, entry.card.input.width, 3),
+            max_batch_size=s.max_batch_size,
+            max_queue_delay_ms=s.max_queue_delay_ms,
+            max_queue_size=s.max_queue_size,
+            observer=entry.metrics,
+        )
+        entry.batcher.observe_run_seconds(run_seconds)
+        entry.batcher.start()
+        entry.state = "ready"
+        entry.metrics.set_ready(True)
 
     async def close(self) -> None:
         for entry in self.entries.values():

@@ -131,6 +131,9 @@ class ModelStatus(BaseModel):
     path: str
     reason: str | None = None
     load_ms: float | None = Field(None, description="session creation plus warm-up")
+    reload_error: str | None = Field(
+        None, description="why the last attempt to load another version failed; this version keeps serving"
+    )
 
 
 class ReadyResponse(BaseModel):
@@ -141,3 +144,11 @@ class ReadyResponse(BaseModel):
 
 class LiveResponse(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class ReloadResponse(BaseModel):
+    name: str
+    version: int = Field(description="the version serving now")
+    previous_version: int | None = Field(description="the version served before the reload")
+    reloaded: bool = Field(description="false when that version was already serving")
+    load_ms: float | None = Field(None, description="verifying, opening and warming the new version")

@@ -12,7 +12,8 @@ from app.errors import InvalidInput, UnsupportedMediaType
 RAW_BODY_TYPES = ("image/", "application/octet-stream")
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
+    # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
     plane: DataPlane = request.app.state.dataplane
     return plane
 

@@ -217,3 +217,42 @@ def test_only_one_batch_runs_at_a_time() -> None:
     run(scenario)
     assert model.most_in_flight == 1
     assert sum(len(b) for b in model.batches) == 12
+
+
+def test_cancelled_request_leaves_the_queue_at_once_and_its_rows_never_run() -> None:
+    model = Model(seconds=0.2)
+
+    async def scenario() -> None:
+        batcher = make(model, max_batch_size=2)
+        batcher.start()
+        try:
+            running = asyncio.ensure_future(infer(batcher, [1]))
+            await asyncio.sleep(0.02)  # the first batch runs; the next requests queue behind it
+            abandoned = asyncio.ensure_future(infer(batcher, [7, 7]))
+            neighbour = asyncio.ensure_future(infer(batcher, [2]))
+            await asyncio.sleep(0.02)
+            assert batcher.waiting_slots == 3
+            abandoned.cancel()  # what a client disconnect does to its handler
+            await asyncio.sleep(0)
+            assert batcher.waiting_slots == 1  # freed at once, not when the worker next looks
+            assert (await neighbour).tolist() == [24]
+            await running
+        finally:
+            await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [[1], [2]]
+
+
+def test_drain_lets_queued_requests_finish_before_stopping() -> None:
+    model = Model(seconds=0.05)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = make(model, max_batch_size=1)
+        batcher.start()
+        queued = [asyncio.ensure_future(infer(batcher, [v])) for v in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        await batcher.drain(timeout_s=5)
+        return list(await asyncio.gather(*queued))
+
+    assert [r.tolist() for r in run(scenario)] == [[12], [24], [36]]  # type: ignore[union-attr]

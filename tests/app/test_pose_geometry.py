@@ -33,7 +33,7 @@ def test_box_to_center_scale_pads_and_widens_the_short_side() -> None:
 
     centers, scales = box_to_center_scale(np.array([[10, 20, 50, 220], [0, 0, 200, 100]]), 0.75, 1.0)
     np.testing.assert_allclose(centers, [[30, 120], [100, 50]])
-    np.testing.assert_allclose(scales, [[150, 200], [200, 200 / 0.75]])
+    np.testing.assert_allclose(scales, [[150.0, 200.0], [200.0, 200 / 0.75]])
 
 
 @pytest.mark.parametrize("rotation", [0.0, 30.0, -75.0])

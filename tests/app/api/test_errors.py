@@ -79,6 +79,16 @@ def _cases(names: dict[str, str]) -> dict[str, Case]:
         "unknown-route": Case("/v2/classify", 404, "not_found"),
         "wrong-method": Case("/v1/classify", 405, "method_not_allowed", method="GET"),
         "card-of-unknown-model": Case("/v1/models/..", 404, "not_found", method="GET"),
+        "zero-length-multipart-file": Case("/v1/classify", 422, "invalid_input", files=[("file", ("a.png", b"", "image/png"))]),
+        "empty-multipart-body": raw("/v1/classify", 422, "invalid_input", b"", "multipart/form-data; boundary=xyz"),
+        "multipart-without-boundary": raw("/v1/segment", 400, "bad_request", b"abc", "multipart/form-data"),
+        "form-urlencoded": raw("/v1/classify", 415, "unsupported_media_type", b"image=abc", "application/x-www-form-urlencoded"),
+        "thousands-of-boxes": Case("/v1/pose", 422, "invalid_boxes", files=[("file", ("a.jpg", JPEG_BYTES, "image/jpeg"))],
+                                   data={"boxes": json.dumps([[0, 0, 9, 9]] * 5000)}),
+        "negative-box-outside-image": raw("/v1/pose", 422, "invalid_boxes", JPEG_BYTES, boxes="[[-50,-40,-10,-5]]"),
+        "boxes-deeply-nested": raw("/v1/pose", 422, "invalid_boxes", JPEG_BYTES, boxes="[" * 5000),
+        "box-of-huge-numbers": raw("/v1/pose", 422, "invalid_boxes", JPEG_BYTES, boxes="[[0,0,1e999,5]]"),
+        "model-url-encoded-path": raw("/v1/classify", 404, "model_not_found", JPEG_BYTES, model="..%2F..%2Fetc%2Fpasswd"),
     }  # fmt: skip
 
 
