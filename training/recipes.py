@@ -103,7 +103,23 @@ class Recipe:
                 backbone, _seg_head(self.head, self.num_outputs), normalize, aux if with_aux else None
             )
         init_weights(model)
+        _init_heads_as_openmmlab(model)
         return model
+
+
+def _init_heads_as_openmmlab(model: nn.Module) -> None:
+    """Small outputs at the start, as OpenMMLab initialises its heads: mmseg's `conv_seg` N(0, 0.01),
+    mmpose's deconvolutions and final layer N(0, 0.001) (Kaiming there gives heatmaps ~4× too large)."""
+    for name, module in model.named_modules():
+        if name.endswith("conv_seg"):
+            std = 0.01
+        elif isinstance(module, nn.ConvTranspose2d) or name.endswith("final_layer"):
+            std = 0.001
+        else:
+            continue
+        nn.init.normal_(module.weight, 0, std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
 
 
 def _seg_head(head: Head, num_classes: int) -> nn.Module:

@@ -61,7 +61,12 @@ class ClassificationAdapter:
     def train_dataset(self) -> Dataset[Any]:
         from training.data.classification import ImageFolderDataset, RandomResizedCrop
 
-        return ImageFolderDataset(self.options.data, "train", RandomResizedCrop(self.size))
+        # The row's RandomResizedCrop keeps 8-100% of the image; a data set of one small object per
+        # image (the synthetic shapes) loses the object in many such crops, so a run may raise it.
+        min_scale = float(self.options.extra.get("min_crop_scale") or 0.08)
+        return ImageFolderDataset(
+            self.options.data, "train", RandomResizedCrop(self.size, scale=(min_scale, 1.0))
+        )
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
         images, labels = batch
