@@ -114,7 +114,7 @@ class RandomResizedCrop:
         array = np.asarray(resized)
         if rng.random() < self.flip_prob:
             array = array[:, ::-1]
-        return np.ascontiguousarray(array)
+        return np.array(array)  # a writable copy: torch refuses to wrap read-only arrays safely
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class ResizeCenterCrop:
         if self.use_draft:
             _draft_rgb(image, (short, short))
         array = resize_short_center_crop(image.convert("RGB"), short, (self.size, self.size))
-        return np.ascontiguousarray(array)
+        return np.array(array)  # a writable copy: torch refuses to wrap read-only arrays safely
 
 
 class ImageFolderDataset(Dataset[tuple[np.ndarray, int]]):
