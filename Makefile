@@ -35,5 +35,9 @@ lint: setup
 test: lint
 	$(VENV)/bin/pytest -q
 
+# The benchmark of README's Performance section: service vs in-process limit vs a naive server.
+bench: models-if-missing
+	$(PY) -m bench --baseline --baseline-options default,service --out bench-results
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,9 @@ Policy, kept apart from batch forming as in Triton's scheduler:
 - Admission: a request first *reserves* its slots (one per image or person crop), before it is
   decoded. Reserved plus queued slots are capped by `max_queue_size`; past it `reserve` raises
   `QueueFull` at once. An empty queue admits any request, so a request larger than the cap is
-  not refused forever.
+  not refused forever. Given the request's deadline, `reserve` also refuses a request that the
+  batches already ahead of it (at the recent time per batch) would make miss it: a 503 now
+  instead of a 504 after the wait, and no decoding spent on it.
 - Forming: when the runner is free it takes what is queued (oldest first, then any later chunk
   that still fits). It waits for more only while the batch has room, a reserved request that
   would fit is still being decoded, the oldest request has waited less than `max_queue_delay`,
@@ -226,8 +228,18 @@ class DynamicBatcher:
 
     # -- admission -------------------------------------------------------------------------------
 
-    def reserve(self, slots: int) -> Reservation:
-        """Hold `slots` rows for a request about to be decoded. Raises `QueueFull` at once."""
+    def expected_seconds(self, slots: int) -> float:
+        """Estimated time until a request of `slots` rows arriving now is answered: the batches
+        ahead of it (the one running counts whole), then its own, at the recent time per batch."""
+        batches = math.ceil((self._waiting_slots + slots) / self.max_batch_size) + (1 if self._running else 0)
+        return batches * self._batch_seconds
+
+    def reserve(self, slots: int, deadline: float | None = None) -> Reservation:
+        """Hold `slots` rows for a request about to be decoded. Raises `QueueFull` at once.
+
+        With `deadline` (monotonic seconds), a request that the work already queued would make
+        miss it is refused now (503 with Retry-After) rather than answered 504 at its deadline.
+        """
         if self._closed:
             raise ModelNotReady(f"model {self.name} is shutting down")
         if slots < 1:
@@ -239,6 +251,16 @@ class DynamicBatcher:
                 f"{self.max_queue_size}); retry in {retry} s",
                 headers={"Retry-After": str(retry)},
             )
+        if deadline is not None and (self._waiting_slots or self._running):
+            # Run times vary ±20–30 % on a shared CPU: refuse a little early rather than time out.
+            remaining, expected = deadline - time.monotonic(), 1.25 * self.expected_seconds(slots)
+            if 0 < remaining < expected:  # a deadline already past is the 504's business
+                retry = self.retry_after_s()
+                raise QueueFull(
+                    f"model {self.name} would answer in about {expected:.1f} s, after the request's "
+                    f"deadline ({remaining:.1f} s left; REQUEST_TIMEOUT_MS); retry in {retry} s",
+                    headers={"Retry-After": str(retry)},
+                )
         full, rest = divmod(slots, self.max_batch_size)
         reservation = Reservation(self, [self.max_batch_size] * full + ([rest] if rest else []))
         self._reserved_chunks.update(reservation.chunk_sizes)

@@ -85,6 +85,24 @@ class Settings(BaseSettings):
     gpu_mem_limit_mb: int = Field(
         default=0, ge=0, description="cap of the CUDA memory arena per session in MiB; 0 = no cap"
     )
+    # GPU options below are written to ONNX Runtime's documented API but untested on hardware.
+    io_binding: bool = Field(
+        default=False,
+        description="CUDA: copy each batch into device buffers kept per batch size and run with I/O binding (untested on a GPU)",
+    )
+    cuda_graphs: bool = Field(
+        default=False,
+        description="CUDA, with IO_BINDING: capture a CUDA graph per batch size at warm-up and replay it (untested on a GPU)",
+    )
+    tensorrt: bool = Field(
+        default=False,
+        description="try the TensorRT execution provider before CUDA; engines are built at warm-up (untested on a GPU)",
+    )
+    trt_engine_cache: Path = Field(
+        default=Path("trt-cache"),
+        description="folder where TensorRT keeps its built engines across restarts (with TENSORRT=true)",
+    )
+    trt_fp16: bool = Field(default=False, description="let TensorRT run in float16 (with TENSORRT=true)")
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
         description="batch sizes run once at load; empty = 1 and MAX_BATCH_SIZE on CPU, every size up to it on CUDA",
@@ -93,6 +111,11 @@ class Settings(BaseSettings):
     # Batching
     max_batch_size: int = Field(
         default=8, ge=1, description="most images (or person crops) in one session.run"
+    )
+    max_batch_pixels: int = Field(
+        default=1 << 20,
+        ge=0,
+        description="most input pixels (rows × height × width) in one session.run, so models with large inputs get smaller batches (at least 1); 0 = no cap",
     )
     max_queue_delay_ms: float = Field(
         default=5.0, ge=0, description="longest a batch waits to grow while more requests are on their way"
@@ -194,6 +217,8 @@ class Settings(BaseSettings):
     def _warmup_within_batch(self) -> Settings:
         if any(size < 1 or size > self.max_batch_size for size in self.warmup_batch_sizes):
             raise ValueError("WARMUP_BATCH_SIZES must lie between 1 and MAX_BATCH_SIZE")
+        if self.cuda_graphs and not self.io_binding:
+            raise ValueError("CUDA_GRAPHS needs IO_BINDING=true (a graph replays fixed device buffers)")
         return self
 
     def default_model(self, task: str) -> str:

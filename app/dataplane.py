@@ -159,7 +159,7 @@ class DataPlane:
             raise InvalidInput(f"top_k={top_k} exceeds the model's {len(card.labels)} classes")
         self._check_count(images)
         assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images)) as reservation:
+        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
             batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
             sizes = await asyncio.gather(
                 *(
@@ -200,7 +200,7 @@ class DataPlane:
             images, "an image answer (format=png|jpeg or overlay=true)" if wants_image else None
         )
         assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images)) as reservation:
+        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
             batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
             prepared = await asyncio.gather(
                 *(
@@ -291,10 +291,10 @@ class DataPlane:
                 clock.preprocessed()
                 found: list[Person] = []
             else:
-                with entry.batcher.reserve(slots) as reservation:
+                with entry.batcher.reserve(slots, clock.deadline) as reservation:
                     batch = np.empty((slots, card.input.height, card.input.width, 3), np.uint8)
                     decoded, person_boxes, crops = await self._in_pool(
-                        self._prepare_pose, images[0], boxes, card, batch, flip
+                        self._prepare_pose, images[0], boxes, card, batch, flip, wants_image
                     )
                     clock.preprocessed()
                     outcome = await reservation.submit(batch, clock.deadline)
@@ -321,14 +321,23 @@ class DataPlane:
         return DecodedImage(header, upright_size(header))
 
     def _prepare_pose(
-        self, data: bytes, boxes: np.ndarray | None, card: ModelCard, batch: np.ndarray, flip: bool
+        self,
+        data: bytes,
+        boxes: np.ndarray | None,
+        card: ModelCard,
+        batch: np.ndarray,
+        flip: bool,
+        keep_pixels: bool = True,
     ) -> tuple[DecodedImage, np.ndarray, pose_task.Crops]:
+        """Crop the people into `batch`; keep the full image only where the answer draws on it."""
         decoded = decode_image(data, self.settings.max_image_pixels)
         if boxes is None:
             boxes = pose_task.whole_image_box(decoded.size)
         else:
             pose_task.check_boxes_in_image(boxes, decoded.size)
         crops = pose_task.crop_people(np.asarray(decoded.image), boxes, card, batch, flip)
+        if not keep_pixels:  # 64 queued 1080p requests held ~400 MB of pixels only for their size
+            decoded = DecodedImage(Image.new("RGB", (1, 1)), decoded.size)
         return decoded, boxes, crops
 
     @staticmethod
@@ -347,7 +356,7 @@ class DataPlane:
         `DeadlineExceeded` at `deadline` (monotonic seconds).
         """
         assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(rows)) as reservation:
+        with self._tracked(entry), entry.batcher.reserve(len(rows), deadline) as reservation:
             return await reservation.submit(rows, deadline)
 
     # -- models and readiness --------------------------------------------------------------------

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
 # A float32[1] -> float32[1] Identity graph (opset 13, 71 bytes): enough to see whether CUDA loads.
 _PROBE_MODEL = bytes.fromhex(
@@ -40,6 +41,7 @@ class DevicePlan:
 
     providers: list[ProviderSpec]
     uses_cuda: bool
+    uses_tensorrt: bool = False
 
 
 def cuda_options(settings: Settings) -> dict[str, Any]:
@@ -50,6 +52,43 @@ def cuda_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.gpu_mem_limit_mb:
         options["gpu_mem_limit"] = settings.gpu_mem_limit_mb * 1024 * 1024
+    if settings.cuda_graphs:  # untested on a GPU; needs I/O binding with fixed buffers (app.iobinding)
+        options["enable_cuda_graph"] = "1"
+    return options
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    """A model's input, for TensorRT's optimisation profile: (1..max_batch, height, width, 3)."""
+
+    name: str
+    height: int
+    width: int
+    max_batch: int
+
+    def shape(self, batch: int) -> str:
+        return f"{self.name}:{batch}x{self.height}x{self.width}x3"
+
+
+def tensorrt_options(settings: Settings, profile: InputProfile | None = None) -> dict[str, Any]:
+    """TensorRT execution provider options (untested on a GPU).
+
+    With a profile, one engine covers every batch size up to the model's batch limit (built at the
+    warm-up, cached in TRT_ENGINE_CACHE); without, TensorRT builds an engine per new shape.
+    """
+    options: dict[str, Any] = {
+        "device_id": settings.cuda_device_id,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(settings.trt_engine_cache),
+        "trt_timing_cache_enable": True,
+        "trt_fp16_enable": settings.trt_fp16,
+    }
+    if settings.cuda_graphs:
+        options["trt_cuda_graph_enable"] = True
+    if profile is not None:
+        options["trt_profile_min_shapes"] = profile.shape(1)
+        options["trt_profile_opt_shapes"] = profile.shape(profile.max_batch)
+        options["trt_profile_max_shapes"] = profile.shape(profile.max_batch)
     return options
 
 
@@ -82,6 +121,8 @@ def plan_device(settings: Settings) -> DevicePlan:
             reason = (
                 "the CUDA execution provider failed to initialise (no GPU, or CUDA/cuDNN libraries missing)"
             )
+    if not reason and settings.tensorrt:
+        return _plan_tensorrt(settings, cuda)
     if not reason:
         return DevicePlan([cuda, CPU], uses_cuda=True)
     if settings.device == "cuda":
@@ -90,11 +131,31 @@ def plan_device(settings: Settings) -> DevicePlan:
     return DevicePlan([CPU], uses_cuda=False)
 
 
-def create_session(path: Path, settings: Settings, plan: DevicePlan) -> ort.InferenceSession:
-    """Open one session. Raises `DeviceUnavailable` if CUDA was planned but this session lacks it."""
-    session = ort.InferenceSession(
-        str(path), sess_options=session_options(settings), providers=plan.providers
-    )
-    if plan.uses_cuda and settings.device == "cuda" and session.get_providers()[0] != CUDA:
+def _plan_tensorrt(settings: Settings, cuda: ProviderSpec) -> DevicePlan:
+    """TensorRT first, CUDA for what it does not take (untested on a GPU)."""
+    if TENSORRT not in ort.get_available_providers():
+        logger.warning("TENSORRT=true but this onnxruntime build has no TensorRT provider; using CUDA")
+        return DevicePlan([cuda, CPU], uses_cuda=True)
+    settings.trt_engine_cache.mkdir(parents=True, exist_ok=True)
+    providers: list[ProviderSpec] = [(TENSORRT, tensorrt_options(settings)), cuda, CPU]
+    probe = ort.InferenceSession(_PROBE_MODEL, sess_options=session_options(settings), providers=providers)
+    if TENSORRT not in probe.get_providers():
+        logger.warning("TENSORRT=true but the TensorRT provider failed to initialise; using CUDA")
+        return DevicePlan([cuda, CPU], uses_cuda=True)
+    return DevicePlan(providers, uses_cuda=True, uses_tensorrt=True)
+
+
+def create_session(
+    path: Path, settings: Settings, plan: DevicePlan, profile: InputProfile | None = None
+) -> ort.InferenceSession:
+    """Open one session. Raises `DeviceUnavailable` if CUDA was planned but this session lacks it.
+
+    `profile` gives TensorRT the model's input shapes (ignored without TENSORRT).
+    """
+    providers = plan.providers
+    if plan.uses_tensorrt and profile is not None:
+        providers = [(TENSORRT, tensorrt_options(settings, profile)), *providers[1:]]
+    session = ort.InferenceSession(str(path), sess_options=session_options(settings), providers=providers)
+    if plan.uses_cuda and settings.device == "cuda" and session.get_providers()[0] not in (CUDA, TENSORRT):
         raise DeviceUnavailable(f"DEVICE=cuda but the session of {path} got {session.get_providers()}")
     return session

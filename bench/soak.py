@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -116,7 +117,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_service(args: argparse.Namespace, port: int, log: io.TextIOBase | int) -> subprocess.Popen[bytes]:
+def start_service(args: argparse.Namespace, port: int, log: IO[Any] | int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "MODEL_REPOSITORY": str(args.repository),

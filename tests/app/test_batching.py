@@ -256,3 +256,28 @@ def test_drain_lets_queued_requests_finish_before_stopping() -> None:
         return list(await asyncio.gather(*queued))
 
     assert [r.tolist() for r in run(scenario)] == [[12], [24], [36]]  # type: ignore[union-attr]
+
+
+def test_request_that_the_queue_would_make_miss_its_deadline_is_refused_at_once() -> None:
+    model = Model(seconds=0.2)
+
+    async def scenario() -> None:
+        batcher = make(model, max_batch_size=1)
+        batcher.observe_run_seconds(0.2)
+        batcher.start()
+        try:
+            running = asyncio.ensure_future(infer(batcher, [1]))
+            await asyncio.sleep(0.02)
+            started = time.monotonic()
+            with pytest.raises(QueueFull) as refused:  # one batch running, its own next: ~0.4 s
+                batcher.reserve(1, deadline=time.monotonic() + 0.25)
+            assert time.monotonic() - started < 0.05
+            assert int(refused.value.headers["Retry-After"]) >= 1
+            with batcher.reserve(1, deadline=time.monotonic() + 5) as reservation:  # room enough
+                await reservation.submit(rows(2), time.monotonic() + 5)
+            await running
+        finally:
+            await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [[1], [2]]

@@ -114,3 +114,18 @@ def test_models_lists_failed_models_with_their_reason(broken_server: RunningServ
         listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert listed["tampered"]["state"] == "failed"
     assert "sha256" in listed["tampered"]["reason"]
+
+
+def test_models_with_large_inputs_get_smaller_batches(model_repository: Path) -> None:
+    registry = registry_for(model_repository, max_batch_size=8, max_batch_pixels=2 * 512 * 1024)
+    limits = {}
+    for entry in registry.entries.values():
+        card_path = entry.path / CARD_FILE
+        card = ModelCard.read(card_path)
+        limits[card.task] = registry.batch_limit(card)
+    assert limits == {"classification": 8, "pose": 8, "segmentation": 2}
+    uncapped = registry_for(model_repository, max_batch_size=8, max_batch_pixels=0)
+    segmentation = next(
+        ModelCard.read(e.path / CARD_FILE) for e in uncapped.entries.values() if "d8" in e.name
+    )
+    assert uncapped.batch_limit(segmentation) == 8

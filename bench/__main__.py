@@ -1,0 +1,129 @@
+"""`python -m bench`: benchmark the service (and optionally a naive baseline) against its limit.
+
+    python -m bench                                  # every task, 1/4/16/64 clients, default models
+    python -m bench --tasks classification --concurrency 1,16 --baseline
+    python -m bench --url http://host:8000 --models models   # a server that is already running
+
+See bench/PERFORMANCE.md for what is measured and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from bench.images import DEFAULT_SIZES, parse_sizes
+from bench.run import PLANS, Options, main
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _cpus(text: str | None) -> set[int] | None:
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Drive the service on loopback at several concurrencies and compare it with the "
+        "in-process limit (same decoding, preprocessing and ONNX Runtime session, no HTTP).",
+    )
+    parser.add_argument("--tasks", default="classification,segmentation,pose", help="comma-separated tasks")
+    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of new requests per step (segmentation: ×1.5)"
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=400,
+        help="most requests per step (pose ×0.5, segmentation ×0.05; never fewer than the clients)",
+    )
+    parser.add_argument("--baseline", action="store_true", help="also run bench/naive_server.py")
+    parser.add_argument(
+        "--baseline-options",
+        default="default",
+        help="session options of the naive server(s): default (ONNX Runtime's), service (the "
+        "service's), or default,service for both",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the outputs")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path(os.environ.get("MODEL_REPOSITORY", "models")),
+        help="model repository (default: MODEL_REPOSITORY or models)",
+    )
+    parser.add_argument("--url", help="benchmark a running service instead of starting one")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a service setting (environment variable), e.g. --set MAX_BATCH_SIZE=16; repeatable",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(f"{w}x{h}" for w, h in DEFAULT_SIZES),
+        help="JPEG sizes of the image set",
+    )
+    parser.add_argument("--per-size", type=int, default=2, help="JPEGs per size")
+    parser.add_argument("--client-nice", type=int, default=0, help="niceness of the load generator process")
+    parser.add_argument("--client-cpus", help="CPUs of the load generator, e.g. 1 or 0-1 (default: any)")
+    parser.add_argument(
+        "--server-cpus", help="CPUs of the server and of the limit measurement (default: any)"
+    )
+    parser.add_argument("--no-limit", action="store_true", help="skip the in-process limit")
+    parser.add_argument(
+        "--limit-seconds",
+        type=float,
+        help="most seconds per batch size and schedule of the limit (quick runs)",
+    )
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in PLANS]
+    if unknown:
+        parser.error(f"unknown tasks {unknown}; choose from {', '.join(PLANS)}")
+    baseline_options = tuple(o.strip() for o in args.baseline_options.split(",") if o.strip())
+    if any(o not in ("default", "service") for o in baseline_options):
+        parser.error("--baseline-options takes default, service or default,service")
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        settings[key.strip().upper()] = value
+    return Options(
+        tasks=tasks,
+        concurrency=_ints(args.concurrency),
+        duration_s=args.duration,
+        requests=args.requests,
+        baseline=args.baseline,
+        out=args.out,
+        models=args.models,
+        url=args.url,
+        settings=settings,
+        sizes=parse_sizes(args.sizes),
+        per_size=args.per_size,
+        client_nice=args.client_nice,
+        client_cpus=_cpus(args.client_cpus),
+        server_cpus=_cpus(args.server_cpus),
+        limit=not args.no_limit,
+        limit_seconds=args.limit_seconds,
+        baseline_options=baseline_options,
+        command="python -m bench " + shlex.join(argv),
+    )
+
+
+if __name__ == "__main__":
+    main(parse(sys.argv[1:]))

@@ -1,0 +1,219 @@
+"""The limit: what the same work costs in-process, with no HTTP, no queue and no event loop.
+
+The same JPEGs are decoded and preprocessed by the service's own functions (`app.imaging`,
+`app.tasks.*`, as `app.dataplane` calls them) straight into the rows of a batch buffer, and run
+through an ONNX Runtime session made by the service's own `app.runtime.create_session` (same
+session options, same thread count), on the same cores. Two schedules are timed per batch size:
+
+- `serial`: decode the batch's images (on a pool of `DECODE_THREADS` threads, as the service
+  does), then run it; decoding and inference never overlap.
+- `pipelined`: decode the next batch on that pool while the current one runs.
+
+The limit of a task is the best images/s over the batch sizes and both schedules. Its
+single-image time is the median, over the image set, of decode + preprocess + `session.run` of one
+image at batch 1 (what a lone client could at best see, less HTTP and post-processing).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.card import ModelCard
+from app.config import Settings
+from app.imaging import decode_image
+from app.runtime import create_session, plan_device
+from app.tasks import classification, segmentation
+from app.tasks import pose as pose_task
+
+Prepare = Callable[[bytes, np.ndarray], None]
+
+
+def preparer(card: ModelCard, settings: Settings) -> Prepare:
+    """Bytes → the model input written into one row (H, W, 3), exactly as `app.dataplane` does it."""
+    max_pixels = settings.max_image_pixels
+    if card.task == "classification":
+        needed = classification.needed_size(card)
+
+        def prepare_classification(data: bytes, row: np.ndarray) -> None:
+            decoded = decode_image(data, max_pixels, lambda _: needed)
+            classification.preprocess(decoded, card, row)
+
+        return prepare_classification
+    if card.task == "segmentation":
+
+        def prepare_segmentation(data: bytes, row: np.ndarray) -> None:
+            decoded = decode_image(data, max_pixels, lambda size: segmentation.resized_size(size, card))
+            segmentation.preprocess(decoded, card, row)
+
+        return prepare_segmentation
+
+    def prepare_pose(data: bytes, row: np.ndarray) -> None:  # no boxes: the whole image is the person
+        decoded = decode_image(data, max_pixels)
+        boxes = pose_task.whole_image_box(decoded.size)
+        pose_task.crop_people(np.asarray(decoded.image), boxes, card, row[None], flip=False)
+
+    return prepare_pose
+
+
+@dataclass
+class LimitPoint:
+    batch_size: int
+    schedule: str  # "serial" or "pipelined"
+    images: int
+    seconds: float
+    prepare_ms: float  # per image, summed over the decode threads' work
+    run_ms: float  # per image, session.run only
+    cpu_ms: float  # per image, CPU time of the whole process (every thread)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+
+@dataclass
+class Limit:
+    task: str
+    model: str
+    images_per_s: float
+    batch_size: int
+    schedule: str
+    single_image_ms: float  # median of decode + preprocess + run, batch 1
+    single_prepare_ms: float
+    single_run_ms: float
+    cpu_ms_per_image: float  # at the best point: compare with the server's CPU ms per request
+    points: list[LimitPoint] = field(default_factory=list)
+
+
+def _time_schedule(
+    run: Callable[[np.ndarray], object],
+    prepare: Prepare,
+    images: list[bytes],
+    shape: tuple[int, int, int],
+    batch_size: int,
+    pipelined: bool,
+    pool: ThreadPoolExecutor,
+    min_images: int,
+    max_seconds: float,
+) -> LimitPoint:
+    buffers = [np.empty((batch_size, *shape), np.uint8) for _ in range(2)]
+    prepare_s = 0.0
+    next_image = 0
+
+    def timed_prepare(data: bytes, row: np.ndarray) -> float:
+        started = time.perf_counter()
+        prepare(data, row)
+        return time.perf_counter() - started
+
+    def submit(buffer: np.ndarray) -> list[Future[float]]:
+        nonlocal next_image
+        futures = []
+        for row in range(batch_size):
+            futures.append(pool.submit(timed_prepare, images[next_image % len(images)], buffer[row]))
+            next_image += 1
+        return futures
+
+    done_images, run_s, turn = 0, 0.0, 0
+    started, cpu_started = time.perf_counter(), time.process_time()
+    pending = submit(buffers[0])
+    while True:
+        prepare_s += sum(f.result() for f in pending)
+        current = buffers[turn]
+        finished = done_images + batch_size >= min_images or time.perf_counter() - started >= max_seconds
+        if pipelined and not finished:
+            turn ^= 1
+            pending = submit(buffers[turn])  # decoded while `current` runs
+        run_started = time.perf_counter()
+        run(current)
+        run_s += time.perf_counter() - run_started
+        done_images += batch_size
+        if finished:
+            break
+        if not pipelined:
+            pending = submit(current)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return LimitPoint(
+        batch_size,
+        "pipelined" if pipelined else "serial",
+        done_images,
+        seconds,
+        prepare_s / done_images * 1e3,
+        run_s / done_images * 1e3,
+        cpu / done_images * 1e3,
+    )
+
+
+def measure_limit(
+    card: ModelCard,
+    onnx_path: Path,
+    images: list[bytes],
+    settings: Settings,
+    batch_sizes: list[int],
+    min_images: int,
+    max_seconds: float,
+    single_images: int = 12,
+    log: Callable[[str], None] = print,
+) -> Limit:
+    """Time every batch size and schedule; see the module docstring. Blocking, minutes at most."""
+    session = create_session(onnx_path, settings, plan_device(settings))
+    input_name, output_names = card.input.name, [o.name for o in card.outputs]
+    shape = (card.input.height, card.input.width, 3)
+
+    def run(batch: np.ndarray) -> object:
+        return session.run(output_names, {input_name: batch})
+
+    prepare = preparer(card, settings)
+    run(np.zeros((1, *shape), np.uint8))  # first-run allocations out of the figures
+    # Single image: everything on this thread, one at a time.
+    row = np.empty((1, *shape), np.uint8)
+    totals, prepares, runs = [], [], []
+    for data in (images * (single_images // len(images) + 1))[:single_images]:
+        t0 = time.perf_counter()
+        prepare(data, row[0])
+        t1 = time.perf_counter()
+        run(row)
+        t2 = time.perf_counter()
+        totals.append((t2 - t0) * 1e3)
+        prepares.append((t1 - t0) * 1e3)
+        runs.append((t2 - t1) * 1e3)
+    points = []
+    with ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="limit-decode") as pool:
+        for batch_size in batch_sizes:
+            run(np.zeros((batch_size, *shape), np.uint8))  # warm this size
+            for pipelined in (False, True):
+                point = _time_schedule(
+                    run,
+                    prepare,
+                    images,
+                    shape,
+                    batch_size,
+                    pipelined,
+                    pool,
+                    max(min_images, batch_size * 2),
+                    max_seconds,
+                )
+                points.append(point)
+                log(
+                    f"  limit {card.task} batch {batch_size:>2} {point.schedule:<9} "
+                    f"{point.images_per_s:7.1f} img/s (prepare {point.prepare_ms:.1f} ms, "
+                    f"run {point.run_ms:.1f} ms, CPU {point.cpu_ms:.1f} ms per image)"
+                )
+    best = max(points, key=lambda p: p.images_per_s)
+    return Limit(
+        task=card.task,
+        model=card.name,
+        images_per_s=best.images_per_s,
+        batch_size=best.batch_size,
+        schedule=best.schedule,
+        single_image_ms=statistics.median(totals),
+        single_prepare_ms=statistics.median(prepares),
+        single_run_ms=statistics.median(runs),
+        cpu_ms_per_image=best.cpu_ms,
+        points=points,
+    )

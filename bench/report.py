@@ -1,0 +1,199 @@
+"""The benchmark's records and outputs: a Markdown table, a JSON file and a latency/throughput plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.limit import Limit
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0–100) with linear interpolation, as numpy's default."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Step:
+    """One (server, task, concurrency) measurement."""
+
+    server: str  # "service" or "naive"
+    task: str
+    model: str
+    concurrency: int
+    sent: int
+    ok: int
+    errors: dict[str, int]
+    wall_s: float
+    requests_per_s: float
+    images_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_batch: float | None  # rows per session.run, from the server's histogram
+    ratio_to_limit: float | None
+    client_cpu_ms_per_request: float | None
+    server_cpu_ms_per_request: float | None
+    client_cpu_share: float | None  # client CPU seconds / wall seconds (1.0 = one core)
+    server_cpu_share: float | None
+    other_cpu_share: float | None  # the rest of the machine's busy CPU: other jobs
+    error_samples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ServerFigures:
+    kind: str
+    url: str
+    ready_s: float | None
+    peak_rss_mib: float | None
+    rss_after_mib: float | None
+
+
+@dataclass
+class Target:
+    name: str
+    wanted: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+@dataclass
+class Report:
+    command: str
+    machine: dict[str, Any]
+    settings: dict[str, str]
+    images: list[str]
+    limits: dict[str, Limit]
+    limits_after: dict[str, Limit]
+    servers: list[ServerFigures]
+    steps: list[Step]
+    targets: list[Target]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k}×{v}" for k, v in sorted(errors.items())) or "0"
+
+
+def markdown(report: Report) -> str:
+    lines = [f"Command: `{report.command}`", ""]
+    m = report.machine
+    lines.append(
+        f"Machine: {m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, load average at start "
+        f"{m.get('loadavg_start')}, at end {m.get('loadavg_end')}; onnxruntime {m.get('onnxruntime')}, "
+        f"Python {m.get('python')}. Client: {m.get('client')}."
+    )
+    lines += [
+        "",
+        "### Servers",
+        "",
+        "| server | ready (s) | peak RSS (MiB) | RSS after (MiB) |",
+        "|---|---|---|---|",
+    ]
+    for server in report.servers:
+        lines.append(
+            f"| {server.kind} | {_fmt(server.ready_s, 2)} | {_fmt(server.peak_rss_mib, 0)} | "
+            f"{_fmt(server.rss_after_mib, 0)} |"
+        )
+    lines += [
+        "",
+        "### Limits (in-process: same decoding, preprocessing and session, no HTTP)",
+        "",
+        "| task | model | limit img/s (before → after the task's steps) | best batch | schedule "
+        "| single image ms (prepare + run), before → after | CPU ms per image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, limit in report.limits.items():
+        after = report.limits_after.get(task)
+        span = f"{limit.images_per_s:.1f}" + (f" → {after.images_per_s:.1f}" if after else "")
+        lines.append(
+            f"| {task} | {limit.model} | {span} | {limit.batch_size} | {limit.schedule} | "
+            f"{limit.single_image_ms:.1f} ({limit.single_prepare_ms:.1f} + {limit.single_run_ms:.1f})"
+            + (f" → {after.single_image_ms:.1f}" if after else "")
+            + f" | {limit.cpu_ms_per_image:.1f} |"
+        )
+    lines += [
+        "",
+        "### Load steps",
+        "",
+        "| server | task | clients | req/s | img/s | × limit | p50 ms | p95 ms | p99 ms | mean batch "
+        "| errors | client CPU ms/req | server CPU ms/req | other jobs' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report.steps:
+        lines.append(
+            f"| {s.server} | {s.task} | {s.concurrency} | {s.requests_per_s:.1f} | {s.images_per_s:.1f} | "
+            f"{_fmt(s.ratio_to_limit, 2)} | {_fmt(s.p50_ms)} | {_fmt(s.p95_ms)} | {_fmt(s.p99_ms)} | "
+            f"{_fmt(s.mean_batch, 2)} | {_errors(s.errors)} | {_fmt(s.client_cpu_ms_per_request, 2)} | "
+            f"{_fmt(s.server_cpu_ms_per_request, 1)} | {_fmt(s.other_cpu_share, 2)} |"
+        )
+    if report.targets:
+        lines += ["", "### Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
+        for t in report.targets:
+            met = "–" if t.met is None else ("yes" if t.met else "**no**")
+            lines.append(f"| {t.name} | {t.wanted} | {t.measured} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Report, path: Path) -> None:
+    """Latency (p50 solid, p99 dashed) against images/s, one panel per task; the limit as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(s.task for s in report.steps)) or list(report.limits)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
+    colours = {"service": "tab:blue", "naive": "tab:orange", "naive-svc-opts": "tab:red"}
+    for ax, task in zip(axes[0], tasks, strict=False):
+        for server in dict.fromkeys(s.server for s in report.steps):
+            steps = [
+                s for s in report.steps if s.task == task and s.server == server and s.p50_ms is not None
+            ]
+            if not steps:
+                continue
+            x = [s.images_per_s for s in steps]
+            colour = colours.get(server, "tab:green")
+            ax.plot(x, [s.p50_ms for s in steps], "o-", color=colour, label=f"{server} p50")
+            ax.plot(x, [s.p99_ms for s in steps], "s--", color=colour, alpha=0.6, label=f"{server} p99")
+            for s in steps:
+                ax.annotate(str(s.concurrency), (s.images_per_s, s.p50_ms or 0), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+        limit, after = report.limits.get(task), report.limits_after.get(task)
+        if limit is not None:  # the mean of the limits measured before and after the task's steps
+            mean = (limit.images_per_s + after.images_per_s) / 2 if after else limit.images_per_s
+            ax.axvline(mean, color="grey", linestyle=":", label="limit (in-process)")
+        ax.set_title(task)
+        ax.set_xlabel("images/s")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("latency against throughput (numbers: concurrent clients)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(report: Report, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "results.md", "json": out / "results.json", "plot": out / "latency.png"}
+    paths["markdown"].write_text(markdown(report))
+    paths["json"].write_text(json.dumps(report.to_json(), indent=2))
+    plot(report, paths["plot"])
+    return paths

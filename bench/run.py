@@ -1,0 +1,468 @@
+"""One benchmark run: start the server, measure each task's limit while it idles, drive it at each
+concurrency, optionally do the same for the naive baseline, then write the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from app.card import CARD_FILE, MODEL_FILE, ModelCard
+from app.config import Settings
+from bench.images import BenchImage, image_set, write_images
+from bench.limit import Limit, measure_limit
+from bench.load import LoadResult, LoadSpec
+from bench.report import Report, ServerFigures, Step, Target, percentile, write
+from bench.server import ServerProcess, batch_counters
+
+NAIVE_KINDS = {"default": "naive", "service": "naive-svc-opts"}  # --baseline-options → server name
+TASK_PATHS = {"classification": "/v1/classify", "segmentation": "/v1/segment", "pose": "/v1/pose"}
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """How much of the run a task gets: segmentation is ~100× the classifier's cost per image."""
+
+    requests_scale: float
+    duration_scale: float
+    limit_batch_sizes: tuple[int, ...]
+    limit_min_images: int
+    limit_max_seconds: float
+    single_images: int  # images of the set timed one by one for the single-image figure
+
+
+PLANS = {
+    "classification": TaskPlan(1.0, 1.0, (1, 2, 4, 8, 16), 64, 2.0, 12),
+    "pose": TaskPlan(0.5, 1.0, (1, 2, 4, 8), 32, 2.0, 12),
+    "segmentation": TaskPlan(0.05, 1.5, (1, 2), 4, 8.0, 3),
+}
+
+
+@dataclass
+class Options:
+    tasks: list[str]
+    concurrency: list[int]
+    duration_s: float
+    requests: int
+    baseline: bool
+    out: Path
+    models: Path
+    url: str | None
+    settings: dict[str, str]
+    sizes: tuple[tuple[int, int], ...]
+    per_size: int
+    client_nice: int
+    client_cpus: set[int] | None
+    server_cpus: set[int] | None
+    limit: bool
+    command: str
+    limit_seconds: float | None = None  # per (batch size, schedule); None: the task's plan
+    # Session options of the naive servers: "default" (ONNX Runtime's) and/or "service" (app.runtime).
+    baseline_options: tuple[str, ...] = ("default",)
+
+
+class MachineCpu:
+    """Busy CPU seconds of the whole machine, from /proc/stat."""
+
+    @staticmethod
+    def busy_seconds() -> float | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def find_models(repository: Path, settings: Settings) -> dict[str, tuple[ModelCard, Path]]:
+    """task → (card, onnx path) of the model the service would answer the task with by default."""
+    by_task: dict[str, list[tuple[ModelCard, Path]]] = {}
+    for card_path in sorted(repository.glob(f"*/*/{CARD_FILE}")):
+        try:
+            card = ModelCard.read(card_path)
+        except Exception:
+            continue
+        by_task.setdefault(card.task, []).append((card, card_path.parent / MODEL_FILE))
+    chosen = {}
+    for task, found in by_task.items():
+        default = [f for f in found if f[0].name == settings.default_model(task)]
+        pool = default or found
+        chosen[task] = max(pool, key=lambda f: (f[0].created, f[0].version))
+    return chosen
+
+
+def machine_info(client: str) -> dict[str, object]:
+    info: dict[str, object] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "client": client,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def run_load(spec: LoadSpec, nice: int, cpus: set[int] | None) -> LoadResult:
+    """Run the load generator in its own process (see `bench.load`)."""
+    env = {**os.environ, "BENCH_CLIENT_NICE": str(nice)}
+    answer = subprocess.run(
+        [sys.executable, "-m", "bench.load"],
+        input=json.dumps(asdict(spec)).encode(),
+        capture_output=True,
+        env=env,
+        check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    if answer.returncode != 0:
+        raise RuntimeError(f"the load generator failed:\n{answer.stderr.decode(errors='replace')[-3000:]}")
+    return LoadResult(**json.loads(answer.stdout))
+
+
+class Runner:
+    def __init__(self, options: Options, log: Callable[[str], None] = print) -> None:
+        self.o = options
+        self.log = log
+        self.settings = Settings(**{k.lower(): v for k, v in options.settings.items()})  # type: ignore[arg-type]
+        self.images: list[BenchImage] = []
+        self.image_paths: list[str] = []
+
+    def server_env(self) -> dict[str, str]:
+        env = {"MODEL_REPOSITORY": str(self.o.models)}
+        env.update({k.upper(): v for k, v in self.o.settings.items()})
+        return env
+
+    def step(
+        self,
+        server: str,
+        url: str,
+        task: str,
+        model: str,
+        concurrency: int,
+        limit: Limit | None,
+        pid_cpu: Callable[[], float | None],
+    ) -> Step:
+        plan = PLANS[task]
+        requests = max(concurrency, round(self.o.requests * plan.requests_scale))
+        timeout_s = self.settings.request_timeout_ms / 1e3 + 30
+        spec = LoadSpec(
+            url=url,
+            path=TASK_PATHS[task],
+            params={"model": model},
+            images=self.image_paths,
+            concurrency=concurrency,
+            requests=requests,
+            duration_s=self.o.duration_s * plan.duration_scale,
+            timeout_s=timeout_s,
+            warmup=1,
+        )
+        with httpx.Client(timeout=30) as http:
+            before = batch_counters(http, url, model)
+            server_cpu, busy, window = pid_cpu(), MachineCpu.busy_seconds(), time.perf_counter()
+            result = run_load(spec, self.o.client_nice, self.o.client_cpus)
+            server_cpu_after, busy_after = pid_cpu(), MachineCpu.busy_seconds()
+            window = time.perf_counter() - window
+            after = batch_counters(http, url, model)
+        mean_batch = after.mean_since(before) if before and after and server == "service" else None
+        if server != "service":
+            mean_batch = 1.0
+        done = result.ok + sum(result.errors.values())
+        wall = max(result.wall_s, 1e-9)
+        server_cpu_s = server_cpu_after - server_cpu if server_cpu is not None and server_cpu_after else None
+        other = None
+        if busy is not None and busy_after is not None and server_cpu_s is not None:
+            # The machine's busy CPU over the whole window, less the server's and the client's.
+            other = max(0.0, (busy_after - busy) - server_cpu_s - result.total_cpu_s) / window
+        lat = result.latencies_ms
+        step = Step(
+            server=server,
+            task=task,
+            model=model,
+            concurrency=concurrency,
+            sent=result.sent,
+            ok=result.ok,
+            errors=result.errors,
+            wall_s=round(result.wall_s, 3),
+            requests_per_s=done / wall,
+            images_per_s=result.ok / wall,
+            p50_ms=percentile(lat, 50),
+            p95_ms=percentile(lat, 95),
+            p99_ms=percentile(lat, 99),
+            max_ms=max(lat) if lat else None,
+            mean_batch=mean_batch,
+            ratio_to_limit=(result.ok / wall) / limit.images_per_s if limit else None,
+            client_cpu_ms_per_request=result.cpu_s / done * 1e3 if done else None,
+            server_cpu_ms_per_request=server_cpu_s / done * 1e3
+            if server_cpu_s is not None and done
+            else None,
+            client_cpu_share=result.cpu_s / wall,
+            server_cpu_share=server_cpu_s / wall if server_cpu_s is not None else None,
+            other_cpu_share=other,
+            error_samples=result.error_samples,
+        )
+        self.log(
+            f"  {server:<7} {task:<14} c={concurrency:<3} {step.images_per_s:7.1f} img/s "
+            f"(×{_fmt(step.ratio_to_limit)} limit) p50 {_fmt(step.p50_ms)} p99 {_fmt(step.p99_ms)} ms "
+            f"batch {_fmt(step.mean_batch)} errors {result.errors or 0} "
+            f"client {_fmt(step.client_cpu_ms_per_request)} ms CPU/req, other jobs {_fmt(other)} cores"
+        )
+        return step
+
+    def limit(self, task: str, card: ModelCard, onnx: Path) -> Limit:
+        plan = PLANS[task]
+        # The batch sizes the service can form for this model (MAX_BATCH_SIZE, MAX_BATCH_PIXELS).
+        cap = self.settings.max_batch_size
+        if self.settings.max_batch_pixels:
+            cap = min(cap, self.settings.max_batch_pixels // (card.input.height * card.input.width))
+        sizes = [b for b in plan.limit_batch_sizes if b <= max(1, cap)] or [1]
+        previous = os.sched_getaffinity(0)
+        if self.o.server_cpus:
+            os.sched_setaffinity(0, self.o.server_cpus)
+        try:
+            return measure_limit(
+                card,
+                onnx,
+                [image.data for image in self.images],
+                self.settings,
+                sizes,
+                plan.limit_min_images,
+                self.o.limit_seconds or plan.limit_max_seconds,
+                single_images=plan.single_images,
+                log=self.log,
+            )
+        finally:
+            os.sched_setaffinity(0, previous)
+
+    def run(self) -> Report:
+        o = self.o
+        models = find_models(o.models, self.settings)
+        missing = [t for t in o.tasks if t not in models]
+        if missing and (o.limit or o.url is None):
+            raise SystemExit(
+                f"no {', '.join(missing)} model in the model repository {o.models}: build the default "
+                "models first with `make models` (or point --models / MODEL_REPOSITORY at a repository)"
+            )
+        self.images = image_set(o.sizes, o.per_size)
+        self.image_paths = [str(p) for p in write_images(self.images, o.out / "images")]
+        machine = machine_info(
+            f"bench.load (aiohttp{', uvloop' if _has('uvloop') else ''}) in its own process, "
+            f"nice {o.client_nice}, CPUs {sorted(o.client_cpus) if o.client_cpus else 'any'}"
+        )
+        limits: dict[str, Limit] = {}
+        limits_after: dict[str, Limit] = {}
+        steps: list[Step] = []
+        servers: list[ServerFigures] = []
+        kinds = ["service"]
+        if o.baseline:
+            kinds += [NAIVE_KINDS[option] for option in o.baseline_options]
+        for kind in kinds:
+            process: ServerProcess | None = None
+            if o.url and kind == "service":
+                url = o.url.rstrip("/")
+                pid_cpu: Callable[[], float | None] = lambda: None  # noqa: E731
+            else:
+                module = "app" if kind == "service" else "bench.naive_server"
+                env = self.server_env()
+                if kind != "service":
+                    env["NAIVE_SESSION_OPTIONS"] = next(k for k, v in NAIVE_KINDS.items() if v == kind)
+                process = ServerProcess(kind, module, env, o.server_cpus, o.out / f"{kind}.log")
+                self.log(f"starting the {kind} server ({module}) ...")
+                ready = process.start()
+                self.log(f"  ready in {ready:.2f} s, RSS {_fmt(process.rss_mib()[0], 0)} MiB")
+                url = process.url
+                pid_cpu = process.cpu_seconds
+            try:
+                for task in o.tasks:
+                    card, onnx = models[task]
+                    if kind == "service" and o.limit:
+                        self.log(f"limit of {task} ({card.name}), server idle:")
+                        limits[task] = self.limit(task, card, onnx)
+                    self.log(f"{kind}: {task}")
+                    for concurrency in o.concurrency:
+                        steps.append(
+                            self.step(kind, url, task, card.name, concurrency, limits.get(task), pid_cpu)
+                        )
+                    if kind == "service" and o.limit:
+                        self.log(f"limit of {task} again, server idle:")
+                        limits_after[task] = self.limit(task, card, onnx)
+            finally:
+                if process is not None:
+                    now, peak = process.rss_mib()
+                    servers.append(ServerFigures(kind, process.url, process.ready_s, peak, now))
+                    process.stop()
+                elif o.url:
+                    servers.append(ServerFigures(kind, o.url, None, None, None))
+        # The ratio uses the mean of the limits measured before and after each task's steps.
+        for task, before in limits.items():
+            after = limits_after.get(task)
+            mean = (before.images_per_s + after.images_per_s) / 2 if after else before.images_per_s
+            for step in steps:
+                if step.task == task:
+                    step.ratio_to_limit = step.images_per_s / mean
+        machine["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        report = Report(
+            command=o.command,
+            machine=machine,
+            settings=self.server_env(),
+            images=[f"{i.name} ({len(i.data) // 1024} KiB)" for i in self.images],
+            limits=limits,
+            limits_after=limits_after,
+            servers=servers,
+            steps=steps,
+            targets=[],
+        )
+        report.targets = evaluate_targets(report, self.settings)
+        return report
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def limit_mean(report: Report, task: str) -> float | None:
+    before, after = report.limits.get(task), report.limits_after.get(task)
+    if before is None:
+        return None
+    return (before.images_per_s + after.images_per_s) / 2 if after else before.images_per_s
+
+
+def evaluate_targets(report: Report, settings: Settings) -> list[Target]:
+    """The issue's targets, checked against this run's figures (None where not measured)."""
+    targets: list[Target] = []
+
+    def find(server: str, task: str, concurrency: int) -> Step | None:
+        return next(
+            (s for s in report.steps if (s.server, s.task, s.concurrency) == (server, task, concurrency)),
+            None,
+        )
+
+    for task in ("classification", "segmentation", "pose"):
+        step = find("service", task, 16)
+        if step is not None and step.ratio_to_limit is not None:
+            targets.append(
+                Target(
+                    f"{task}, 16 clients: × limit",
+                    "≥ 0.85",
+                    f"{step.ratio_to_limit:.2f} ({step.images_per_s:.1f} / {limit_mean(report, task):.1f} img/s)",
+                    step.ratio_to_limit >= 0.85,
+                )
+            )
+        naive = find("naive", task, 16)
+        if task == "classification" and step is not None and naive is not None and naive.images_per_s > 0:
+            ratio = step.images_per_s / naive.images_per_s
+            targets.append(
+                Target(
+                    "classification, 16 clients: × naive server",
+                    "≥ 1.5",
+                    f"{ratio:.2f} ({step.images_per_s:.1f} / {naive.images_per_s:.1f} img/s)",
+                    ratio >= 1.5,
+                )
+            )
+        same_options = find("naive-svc-opts", task, 16)
+        if task == "classification" and step is not None and same_options is not None:
+            ratio = step.images_per_s / max(same_options.images_per_s, 1e-9)
+            targets.append(
+                Target(
+                    "classification, 16 clients: × naive server with the service's session options",
+                    "(no target: what batching adds on this CPU)",
+                    f"{ratio:.2f} ({step.images_per_s:.1f} / {same_options.images_per_s:.1f} img/s)",
+                    None,
+                )
+            )
+        single = find("service", task, 1)
+        limit, after = report.limits.get(task), report.limits_after.get(task)
+        if single is not None and single.p50_ms is not None and limit is not None:
+            single_ms = (
+                (limit.single_image_ms + after.single_image_ms) / 2 if after else limit.single_image_ms
+            )
+            bound = single_ms + 3
+            targets.append(
+                Target(
+                    f"{task}, 1 client: p50",
+                    f"≤ single image + 3 ms = {bound:.1f} ms",
+                    f"{single.p50_ms:.1f} ms",
+                    single.p50_ms <= bound,
+                )
+            )
+        crowd = find("service", task, 64)
+        if crowd is not None:
+            others = {k: v for k, v in crowd.errors.items() if k != "503"}
+            targets.append(
+                Target(
+                    f"{task}, 64 clients: errors other than 503",
+                    "none",
+                    _errors_text(crowd.errors),
+                    not others,
+                )
+            )
+            if crowd.p99_ms is not None:
+                targets.append(
+                    Target(
+                        f"{task}, 64 clients: p99",
+                        f"≤ deadline {settings.request_timeout_ms:.0f} ms",
+                        f"{crowd.p99_ms:.0f} ms",
+                        crowd.p99_ms <= settings.request_timeout_ms,
+                    )
+                )
+    for server in report.servers:
+        if server.kind != "service":
+            continue
+        if server.peak_rss_mib is not None:
+            targets.append(
+                Target(
+                    "service peak RSS",
+                    "≤ 1024 MiB",
+                    f"{server.peak_rss_mib:.0f} MiB",
+                    server.peak_rss_mib <= 1024,
+                )
+            )
+        if server.ready_s is not None:
+            targets.append(
+                Target("service ready after start", "≤ 10 s", f"{server.ready_s:.2f} s", server.ready_s <= 10)
+            )
+    return targets
+
+
+def _errors_text(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k}×{v}" for k, v in sorted(errors.items())) or "none"
+
+
+def main(options: Options) -> Report:
+    started = time.monotonic()
+    report = Runner(options).run()
+    paths = write(report, options.out)
+    from bench.report import markdown
+
+    print()
+    print(markdown(report))
+    print(f"wrote {', '.join(str(p) for p in paths.values())} in {time.monotonic() - started:.0f} s")
+    return report

@@ -1,0 +1,69 @@
+"""The benchmark, run briefly: it must produce its table, JSON and plot (never judged on speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from app.card import ModelCard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def classifier_name(repository: Path) -> str:
+    cards = (ModelCard.read(p) for p in sorted(repository.glob("*/*/card.json")))
+    return next(card.name for card in cards if card.task == "classification")
+
+
+def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    command = [
+        sys.executable, "-m", "bench",
+        "--tasks", "classification", "--concurrency", "1,4", "--requests", "8", "--duration", "20",
+        "--baseline", "--models", str(model_repository), "--out", str(out),
+        "--set", f"MODELS={classifier_name(model_repository)}", "--set", "MAX_BATCH_SIZE=2",
+        "--sizes", "320x240,640x480", "--per-size", "1", "--limit-seconds", "0.3",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+    report = json.loads((out / "results.json").read_text())
+    steps = {(s["server"], s["concurrency"]): s for s in report["steps"]}
+    assert set(steps) == {("service", 1), ("service", 4), ("naive", 1), ("naive", 4)}
+    for step in steps.values():
+        assert step["task"] == "classification"
+        assert step["sent"] == step["ok"] == 8 and step["errors"] == {}
+        assert 0 < step["p50_ms"] <= step["p95_ms"] <= step["p99_ms"] <= step["max_ms"]
+        assert step["images_per_s"] > 0 and step["ratio_to_limit"] > 0
+        assert step["mean_batch"] >= 1
+        assert step["client_cpu_ms_per_request"] > 0
+    limit = report["limits"]["classification"]
+    assert limit["images_per_s"] > 0 and limit["batch_size"] in (1, 2) and limit["single_image_ms"] > 0
+    service = next(s for s in report["servers"] if s["kind"] == "service")
+    assert service["ready_s"] > 0 and service["peak_rss_mib"] > 100
+    assert {t["name"] for t in report["targets"]} >= {
+        "classification, 1 client: p50",
+        "service peak RSS",
+        "service ready after start",
+    }
+
+    table = (out / "results.md").read_text()
+    assert "| service | classification | 1 |" in table and "| naive | classification | 4 |" in table
+    assert table in run.stdout  # the same table on stdout
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((out / "images").glob("*.jpg"))) == 2
+
+
+def test_an_empty_model_repository_says_to_build_the_models(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--models", str(tmp_path), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "make models" in run.stderr
