@@ -13,10 +13,30 @@ import time
 import urllib.error
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.card import Weights
 from training.checkpoints import CheckpointError, fetch, load_checkpoint
 from training.recipes import DEFAULT_RECIPES, Recipe, Schedule, get_recipe
+
+if TYPE_CHECKING:
+    from training.engine import TrainResult
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The last iterations of a plan, at the served input size.
+
+    Measured: a classifier trained on 96 px crops scores 87.5 % top-1 on held-out images cropped
+    to 96 px and 31 % at the served 224 px (its objects appear twice as large there); re-estimating
+    BatchNorm statistics at 224 gave 40 %, and 100 iterations at 224 gave 82 %. Low-resolution
+    iterations are 5x cheaper, so most of the run stays small and only its end is at 224.
+    """
+
+    iterations: int
+    batch_size: int
+    lr: float
+    minutes: float
 
 
 @dataclass(frozen=True)
@@ -40,19 +60,24 @@ class SyntheticPlan:
     scale_wh: tuple[int, int] | None = None  # segmentation resize target (the serving canvas)
     warmup_iterations: int = 20
     min_crop_scale: float | None = None  # classification: RandomResizedCrop's smallest share
+    finish: Finish | None = None  # a last phase at the served input size
 
     def schedule(self, row: Schedule) -> Schedule:
-        return replace(
-            row,
-            optimizer="adam",
-            lr=self.lr,
-            policy="poly",
-            iterations=self.iterations,
-            epochs=None,
-            weight_decay=0.0,
-            min_lr=0.0,
-            warmup_iterations=self.warmup_iterations,
-        )
+        return _adam_poly(row, self.lr, self.iterations, self.warmup_iterations)
+
+
+def _adam_poly(row: Schedule, lr: float, iterations: int, warmup_iterations: int) -> Schedule:
+    return replace(
+        row,
+        optimizer="adam",
+        lr=lr,
+        policy="poly",
+        iterations=iterations,
+        epochs=None,
+        weight_decay=0.0,
+        min_lr=0.0,
+        warmup_iterations=warmup_iterations,
+    )
 
 
 PLANS: dict[str, SyntheticPlan] = {
@@ -131,8 +156,6 @@ def _released(recipe: Recipe, out: Path) -> Path | None:
 
 def build_defaults(out: Path, work: Path, offline: bool = False) -> list[Path]:
     """Build each default recipe that `out` lacks; returns the version folders written."""
-    from training.data.synthetic import generate
-    from training.engine import TrainOptions, train
     from training.export import export_model
 
     written = []
@@ -143,33 +166,26 @@ def build_defaults(out: Path, work: Path, offline: bool = False) -> list[Path]:
         plan = PLANS[name]
         run_dir = work / "runs" / name
         if recipe.task == "classification" and (run_dir / "latest.pth").is_file():
-            classifier_checkpoint = str(run_dir / "latest.pth")
+            classifier_checkpoint = str(_final_checkpoint(run_dir, plan))
         if list((out / name).glob("*/card.json")):
             print(f"{name}: already in {out}")
             continue
         folder = None if offline else _released(recipe, out)
         if folder is None:
-            data = work / "data" / plan.dataset
-            if not data.is_dir():
-                generate(plan.dataset, data, n_train=plan.n_train, n_val=plan.n_val, seed=0)  # type: ignore[arg-type]
-            trained = replace(synthetic_recipe(recipe, data), schedule=plan.schedule(recipe.schedule))
-            options = TrainOptions(
-                data=data,
-                run_dir=run_dir,
-                batch_size=plan.batch_size,
-                lr=plan.lr,
-                train_size=plan.train_size,
-                max_minutes=plan.minutes,
-                init_backbone=classifier_checkpoint if recipe.task != "classification" else None,
-                extra={"scale_wh": plan.scale_wh, "min_crop_scale": plan.min_crop_scale},
+            trained, result = _train_synthetic(
+                recipe,
+                plan,
+                work,
+                run_dir,
+                None if recipe.task == "classification" else classifier_checkpoint,
             )
-            result = train(trained, options)
+            checkpoint = _final_checkpoint(run_dir, plan)
             if recipe.task == "classification":
-                classifier_checkpoint = str(run_dir / "latest.pth")
+                classifier_checkpoint = str(checkpoint)
             weights = Weights(
                 source="trained",
                 trained_on=synthetic_dataset_name(recipe),
-                checkpoint=str(run_dir / "latest.pth"),
+                checkpoint=str(checkpoint),
                 note=f"trained {result.iterations} iterations ({result.seconds / 60:.1f} min, Adam, poly decay) on "
                 "synthetic images: it knows synthetic shapes, not ImageNet, Cityscapes or real people",
             )
@@ -179,3 +195,56 @@ def build_defaults(out: Path, work: Path, offline: bool = False) -> list[Path]:
         print(f"{name} -> {folder}")
     print(f"default models built in {(time.monotonic() - began) / 60:.1f} min")
     return written
+
+
+def _final_checkpoint(run_dir: Path, plan: SyntheticPlan) -> Path:
+    finished = run_dir / "finish" / "latest.pth"
+    return finished if plan.finish and finished.is_file() else run_dir / "latest.pth"
+
+
+def _train_synthetic(
+    recipe: Recipe, plan: SyntheticPlan, work: Path, run_dir: Path, init_backbone: str | None
+) -> tuple[Recipe, TrainResult]:
+    """Generate the plan's data set if missing, train (and finish) on it, evaluate on held-out images."""
+    from training.data.synthetic import generate
+    from training.engine import TrainOptions, train
+
+    data = work / "data" / plan.dataset
+    if not data.is_dir():
+        generate(plan.dataset, data, n_train=plan.n_train, n_val=plan.n_val, seed=0)  # type: ignore[arg-type]
+    trained = replace(synthetic_recipe(recipe, data), schedule=plan.schedule(recipe.schedule))
+    options = TrainOptions(
+        data=data,
+        run_dir=run_dir,
+        batch_size=plan.batch_size,
+        lr=plan.lr,
+        train_size=plan.train_size,
+        max_minutes=plan.minutes,
+        init_backbone=init_backbone,
+        evaluate=plan.finish is None,
+        extra={"scale_wh": plan.scale_wh, "min_crop_scale": plan.min_crop_scale},
+    )
+    result = train(trained, options)
+    if plan.finish is None:
+        return trained, result
+    finish = plan.finish
+    finishing = replace(
+        trained, schedule=_adam_poly(recipe.schedule, finish.lr, finish.iterations, warmup_iterations=0)
+    )
+    finished = train(
+        finishing,
+        replace(
+            options,
+            run_dir=run_dir / "finish",
+            batch_size=finish.batch_size,
+            lr=finish.lr,
+            train_size=None,
+            max_minutes=finish.minutes,
+            init_backbone=None,
+            init_model=str(run_dir / "latest.pth"),
+            evaluate=True,
+        ),
+    )
+    finished.iterations += result.iterations
+    finished.seconds += result.seconds
+    return finishing, finished

@@ -41,6 +41,8 @@ class TrainOptions:
     amp: bool = True  # mixed precision, CUDA only
     resume: bool = False
     init_backbone: str | None = None  # classifier checkpoint for the backbone (OpenMMLab's `pretrained`)
+    init_model: str | None = None  # a run's latest.pth to continue from, e.g. at a larger size
+    evaluate: bool = True  # False: skip the held-out evaluation (a phase that another one continues)
     max_minutes: float | None = None  # stop early, keeping the schedule of the planned run
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +155,9 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
         from training.checkpoints import load_backbone
 
         load_backbone(model, options.init_backbone)
+    if options.init_model:
+        state = torch.load(options.init_model, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
     if world > 1:
         if device.type == "cuda" and recipe.task == "segmentation":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -222,9 +227,10 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
     metrics: dict[str, float] = {}
     if rank == 0:
         _save(checkpoint, model, optimizer, done)
-        metrics = task.evaluate(_unwrap(model), device)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"iteration": done, "eval": metrics}) + "\n")
+        if options.evaluate:
+            metrics = task.evaluate(_unwrap(model), device)
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"iteration": done, "eval": metrics}) + "\n")
         plot_curves(log_path, run_dir / "curves.png")
     if world > 1:
         dist.barrier()

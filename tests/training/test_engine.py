@@ -91,3 +91,32 @@ def test_torchrun_trains_with_two_cpu_processes_on_gloo(shapes: Path, tmp_path: 
     assert state["iteration"] == 3
     # Each process saw 4 of the 8 images per step; the log counts images over both.
     assert "mobilenet-v2_8xb32_in1k: 3 iterations" in done.stdout
+
+
+def test_a_run_continues_from_another_runs_weights_and_may_skip_evaluation(
+    shapes: Path, tmp_path: Path
+) -> None:
+    recipe = synthetic_recipe(get_recipe("mobilenet-v2_8xb32_in1k"), shapes)
+    first = TrainOptions(
+        data=shapes, run_dir=tmp_path / "small", iterations=2, batch_size=8, train_size=(64, 64), workers=0
+    )
+    assert train(recipe, replace(first, evaluate=False)).metrics == {}
+    assert not any(
+        "eval" in row for row in map(json.loads, (tmp_path / "small/log.jsonl").read_text().splitlines())
+    )
+    started = torch.load(tmp_path / "small/latest.pth", weights_only=True)["model"]
+
+    # At lr 0 the weights stay where the first run left them (BatchNorm statistics do move).
+    finish = replace(
+        first,
+        run_dir=tmp_path / "full",
+        train_size=None,
+        lr=0.0,
+        iterations=1,
+        init_model=str(tmp_path / "small/latest.pth"),
+    )
+    result = train(recipe, finish)
+    assert set(result.metrics) == {"top1", "top5"}
+    finished = result.model.state_dict()
+    weights = [k for k in started if k.endswith("weight")]
+    assert weights and all(torch.equal(started[k], finished[k]) for k in weights)
