@@ -243,11 +243,15 @@ class DataPlane:
     def _segmentation_json(
         mask: np.ndarray, decoded: DecodedImage, fitted: tuple[int, int], card: ModelCard
     ) -> Segmentation:
-        full = segmentation.mask_to_image_size(mask.astype(np.uint8, copy=False), fitted, decoded.size)
+        mask = mask.astype(np.uint8, copy=False)
+        full = segmentation.mask_to_image_size(mask, fitted, decoded.size)
         png = encode_png(segmentation.mask_image(full, card))
+        # Counted on the smaller of the two masks: the same fractions (1080p: 0.5 Mpx, not 2 Mpx).
+        small = segmentation.unpadded(mask, fitted)
+        classes = segmentation.classes_present(small if small.size < full.size else full, card, decoded.size)
         return Segmentation(
             image=Size(width=decoded.size[0], height=decoded.size[1]),
-            classes=segmentation.classes_present(full, card),
+            classes=classes,
             mask_png=base64.b64encode(png).decode("ascii"),
         )
 
