@@ -151,7 +151,7 @@ class RequestContextMiddleware:
                     __file__,
                     0,
                     "request",
-                    None,
+                    (),
                     None,
                     extra={
                         "method": scope.get("method"),
