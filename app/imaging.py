@@ -44,10 +44,13 @@ class DecodedImage:
     """`image` is RGB and upright; it may be smaller than `size` when JPEG draft mode was used.
 
     `size` is (width, height) of the full upright image: results are mapped back to it.
+    `reduction` is the JPEG DCT scale of a draft decode (1, 2, 4 or 8): pixel i of `image` is the
+    mean of full-image pixels i·r … i·r + r − 1, per axis (the last one may cover fewer).
     """
 
     image: Image.Image
     size: tuple[int, int]
+    reduction: int = 1
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -104,12 +107,16 @@ def decode_image(
     image = open_image(data, max_pixels)
     full_size = upright_size(image)
     drafted = needed_size is not None and image.format in ("JPEG", "MPO")
+    reduction = 1
     try:
         if needed_size is not None and drafted:
             width, height = needed_size(full_size)
             if full_size != image.size:  # stored transposed
                 width, height = height, width
-            image.draft("RGB", (max(1, width), max(1, height)))
+            stored_width = image.width
+            chosen = image.draft("RGB", (max(1, width), max(1, height)))
+            if chosen is not None:  # (mode, (0, 0, width / scale, height / scale))
+                reduction = round(stored_width / chosen[1][2])
         image.load()
         try:
             transposed = ImageOps.exif_transpose(image)
@@ -118,7 +125,7 @@ def decode_image(
         rgb = to_rgb(transposed if transposed is not None else image)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
         raise CorruptImage(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
-    return DecodedImage(rgb, full_size if drafted else rgb.size)
+    return DecodedImage(rgb, full_size if drafted else rgb.size, reduction)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import admin, demo, health, v1, v2
+from app.api import admin, demo, docs, health, v1, v2
 from app.config import Settings
 from app.dataplane import DataPlane
 from app.errors import install_error_handlers
@@ -46,8 +46,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         plane.close()
 
     # No trailing-slash redirects: `/v1/models/%2F` is an unknown path (404), not a 307 elsewhere.
+    # /docs and /redoc are app.api.docs's: FastAPI's own load their scripts from a CDN.
     app = FastAPI(
-        title="MobileNetV2 vision service", version="0.1.0", lifespan=lifespan, redirect_slashes=False
+        title="MobileNetV2 vision service",
+        version="0.1.0",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings, app.state.metrics, app.state.dataplane = settings, metrics, plane
     app.state.reloader = reloader
@@ -56,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)  # the Open Inference Protocol, for Triton and KServe clients
     app.include_router(health.router)
     app.include_router(demo.router)  # the demo page at / and its files under /static/
+    app.include_router(docs.router)  # /docs and /redoc, their files under /docs/assets/
     install_error_handlers(app)
     install_openapi(app, settings)  # documents the statuses the middleware below answers
     # Innermost first; each line wraps the ones above it.

@@ -55,9 +55,13 @@ def preparer(card: ModelCard, settings: Settings) -> Prepare:
         return prepare_segmentation
 
     def prepare_pose(data: bytes, row: np.ndarray) -> None:  # no boxes: the whole image is the person
-        decoded = decode_image(data, max_pixels)
+        def needed_size(size: tuple[int, int]) -> tuple[int, int]:  # as for a JSON answer
+            return pose_task.draft_size(size, pose_task.whole_image_box(size), card)
+
+        decoded = decode_image(data, max_pixels, needed_size)
         boxes = pose_task.whole_image_box(decoded.size)
-        pose_task.crop_people(np.asarray(decoded.image), boxes, card, row[None], flip=False)
+        image = np.asarray(decoded.image)
+        pose_task.crop_people(image, boxes, card, row[None], flip=False, reduction=decoded.reduction)
 
     return prepare_pose
 

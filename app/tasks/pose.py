@@ -75,19 +75,43 @@ def input_size(card: ModelCard) -> tuple[int, int]:
     return card.input.width, card.input.height
 
 
-def crop_people(image: np.ndarray, boxes: np.ndarray, card: ModelCard, out: np.ndarray, flip: bool) -> Crops:
+def _center_scale(box: np.ndarray, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    size = input_size(card)
+    return geometry.box_to_center_scale(box, size[0] / size[1], card.preprocess.box_padding or 1.25)
+
+
+def draft_size(size_wh: tuple[int, int], boxes: np.ndarray, card: ModelCard) -> tuple[int, int]:
+    """The (w, h) to ask `decode_image` for: the JPEG's largest DCT reduction (8, 4, 2 or 1) at
+    which every person's crop is still at least as wide as the network's input.
+
+    So no crop is upsampled where it would not have been from the full image. A whole 1080p image
+    as one person: its crop is 2400 px wide, 300 px at 1/8, ≥ 192.
+    """
+    if len(boxes) == 0:
+        return size_wh
+    smallest_crop_width = float(_center_scale(boxes, card)[1][:, 0].min())
+    reduction = next((r for r in (8, 4, 2) if smallest_crop_width / r >= card.input.width), 1)
+    return max(1, size_wh[0] // reduction), max(1, size_wh[1] // reduction)
+
+
+def crop_people(
+    image: np.ndarray, boxes: np.ndarray, card: ModelCard, out: np.ndarray, flip: bool, reduction: int = 1
+) -> Crops:
     """Warp each box of `image` (H, W, 3) uint8 into `out` (n or 2n, h, w, 3).
 
-    With `flip`, rows n..2n-1 hold the mirrored crops for the flip test.
+    `boxes` are in full-image pixels; `image` may be a JPEG decoded at 1/`reduction` scale
+    (`DecodedImage.reduction`). With `flip`, rows n..2n-1 hold the mirrored crops for the flip test.
     """
     size = input_size(card)
-    padding = card.preprocess.box_padding or 1.25
     n = len(boxes)
     centers, scales = np.zeros((n, 2)), np.zeros((n, 2))
+    # Reduced pixel i is the mean of full pixels i·r … i·r + r − 1: its centre is at i·r + (r − 1)/2.
+    shift = (reduction - 1) / 2
+    reduced_to_full = np.array([[reduction, 0, shift], [0, reduction, shift], [0, 0, 1.0]])
     pil = Image.fromarray(image)
     for i, box in enumerate(boxes):
-        centers[i], scales[i] = geometry.box_to_center_scale(box, size[0] / size[1], padding)
-        matrix = geometry.get_warp_matrix(centers[i], scales[i], 0.0, size)
+        centers[i], scales[i] = _center_scale(box, card)
+        matrix = geometry.get_warp_matrix(centers[i], scales[i], 0.0, size) @ reduced_to_full
         out[i] = geometry.warp_image(pil, matrix, size)
         if flip:
             out[n + i] = out[i, :, ::-1]

@@ -8,6 +8,8 @@ padding cut off, then is scaled to the original size (nearest).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from PIL import Image
 
@@ -46,9 +48,14 @@ def preprocess(decoded: DecodedImage, card: ModelCard, out: np.ndarray) -> tuple
     return fitted
 
 
+def unpadded(mask: np.ndarray, fitted_wh: tuple[int, int]) -> np.ndarray:
+    """(H, W) canvas mask → the (fitted h, fitted w) part that holds the image."""
+    return np.ascontiguousarray(mask[: fitted_wh[1], : fitted_wh[0]])
+
+
 def mask_to_image_size(mask: np.ndarray, fitted_wh: tuple[int, int], size_wh: tuple[int, int]) -> np.ndarray:
     """(H, W) canvas mask → (h, w) mask of the original image: padding removed, nearest scaling."""
-    valid = np.ascontiguousarray(mask[: fitted_wh[1], : fitted_wh[0]])
+    valid = unpadded(mask, fitted_wh)
     if fitted_wh == size_wh:
         return valid
     return np.asarray(Image.fromarray(valid).resize(size_wh, Image.Resampling.NEAREST))
@@ -62,12 +69,57 @@ def palette_of(card: ModelCard) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in card.labels]  # type: ignore[misc]
 
 
-def classes_present(mask: np.ndarray, card: ModelCard) -> list[SegmentClass]:
-    """The classes in the mask with their pixel fractions, largest first."""
-    counts = np.bincount(mask.ravel(), minlength=len(card.labels))
+def _nearest_repeats(length: int, scaled_length: int) -> np.ndarray:
+    """How many of `scaled_length` pixels Pillow's nearest resize takes from each of `length`.
+
+    Read off Pillow itself (a one-row ramp, resized): its nearest mapping of one axis does not
+    depend on the other axis or on the mode, so these are the repeats of the real resize.
+    """
+    ramp = Image.frombytes("I", (length, 1), np.arange(length, dtype=np.int32).tobytes())
+    taken = np.asarray(ramp.resize((scaled_length, 1), Image.Resampling.NEAREST))[0]
+    return np.bincount(taken, minlength=length)
+
+
+def _by_repeats(array: np.ndarray, repeats: np.ndarray, axis: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(r, the slices of `array` along `axis` repeated r times), for each r > 0 in `repeats`."""
+    if (repeats == repeats[0]).all():  # every slice alike (no scaling on this axis): no copy
+        if repeats[0] > 0:
+            yield int(repeats[0]), array
+        return
+    for r in np.unique(repeats[repeats > 0]):
+        yield int(r), np.compress(repeats == r, array, axis)
+
+
+def scaled_class_counts(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """(256,) pixel count per class of `mask` (h, w) uint8 once nearest-scaled to `size_wh`.
+
+    Exactly the counts of the scaled mask, from the small one: a pixel repeated c times across and
+    r times down counts r·c. Pixels sharing (r, c) are histogrammed together (a handful of groups),
+    so a 1080p answer reads its 0.5 Mpx mask instead of 2 Mpx.
+    """
+    across = _nearest_repeats(mask.shape[1], size_wh[0])
+    down = _nearest_repeats(mask.shape[0], size_wh[1])
+    counts = np.zeros(256, np.int64)
+    for rows, band in _by_repeats(mask, down, axis=0):
+        for columns, part in _by_repeats(band, across, axis=1):
+            histogram = Image.fromarray(np.ascontiguousarray(part, np.uint8)).histogram()
+            counts += rows * columns * np.asarray(histogram, np.int64)
+    return counts
+
+
+def classes_present(
+    mask: np.ndarray, card: ModelCard, size_wh: tuple[int, int] | None = None
+) -> list[SegmentClass]:
+    """The classes in the mask with their pixel fractions, largest first.
+
+    With `size_wh`, the fractions are those of the mask nearest-scaled to that size (as the
+    answer's mask PNG is), counted without scaling it.
+    """
+    size_wh = size_wh or (mask.shape[1], mask.shape[0])
+    counts = scaled_class_counts(mask, size_wh)
+    total = size_wh[0] * size_wh[1]
     palette = palette_of(card)
     order = np.argsort(-counts, kind="stable")
-    total = mask.size
     return [
         SegmentClass(
             index=int(i),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from PIL import PngImagePlugin
 
-from app.observability import RequestContextMiddleware
+from app.observability import JsonFormatter, RequestContextMiddleware, access_logger, annotate
 from tests.app.conftest import encode, scene
 from tests.app.processes import run_app
 
@@ -99,3 +102,40 @@ def test_an_unhandled_error_answers_a_json_500_with_its_request_id() -> None:
     assert sent[0]["status"] == 500
     assert (b"x-request-id", b"r-500") in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["error"]["code"] == "internal_error"
+
+
+def test_the_access_line_is_one_json_object_with_every_field_and_the_answers_status() -> None:
+    async def answer(scope: dict, receive: object, send: Any) -> None:
+        annotate(model="m", version=3, huge=2**70)  # beyond orjson's 64-bit ints: json's fallback
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(message: dict) -> None:
+        pass
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    access_logger.addHandler(handler)
+    level = access_logger.level
+    access_logger.setLevel(logging.INFO)
+    scope = {"type": "http", "method": "POST", "path": "/v1/pose", "headers": [], "client": ("10.0.0.7", 5)}
+    try:
+        asyncio.run(RequestContextMiddleware(answer)(scope, receive, ignore))  # type: ignore[arg-type]
+        access_logger.setLevel(logging.WARNING)  # LOG_LEVEL=warning: no line
+        asyncio.run(RequestContextMiddleware(answer)(scope, receive, ignore))  # type: ignore[arg-type]
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(level)
+    [line] = lines.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry | {"time": "", "latency_ms": 0, "request_id": ""} == {
+        "time": "", "level": "INFO", "logger": "app.access", "message": "request", "request_id": "",
+        "method": "POST", "path": "/v1/pose", "status": 201, "latency_ms": 0, "client": "10.0.0.7",
+        "model": "m", "version": 3, "huge": 2**70,
+    }  # fmt: skip
+    assert len(entry["request_id"]) == 32 and entry["latency_ms"] >= 0
+    assert entry["time"].endswith("+00:00") and len(entry["time"]) == len("2025-01-01T00:00:00.000+00:00")

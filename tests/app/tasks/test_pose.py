@@ -84,3 +84,46 @@ def test_heatmap_peak_at_the_centre_maps_to_the_box_centre(
     people = pose.people(boxes, keypoints, scores, card)
     assert people[0].score == pytest.approx(1.0)
     assert [kp.name for kp in people[0].keypoints] == card.labels
+
+
+def test_draft_size_reduces_only_as_far_as_the_smallest_crop_keeps_the_input_width(
+    model_repository: Path, names: dict[str, str]
+) -> None:
+    card, _ = read_card(model_repository, names["pose"])
+    assert card.input.width == 192
+    whole = pose.whole_image_box((1920, 1080))  # a crop 2400 px wide: 300 at 1/8
+    assert pose.draft_size((1920, 1080), whole, card) == (240, 135)
+    # 1.25 × 320 = 400 px wide: 200 at 1/2, 100 at 1/4; the smallest box decides.
+    boxes = np.vstack([whole, [[100.0, 100, 420, 500]]])
+    assert pose.draft_size((1920, 1080), boxes, card) == (960, 540)
+    assert pose.draft_size((1920, 1080), np.array([[0.0, 0, 150, 200]]), card) == (1920, 1080)
+
+
+def test_crops_of_a_reduced_image_line_up_with_crops_of_the_full_image(
+    model_repository: Path, names: dict[str, str]
+) -> None:
+    """A 1/8 image (each pixel the mean of an 8×8 block, as a JPEG DCT-scaled decode) gives the
+    crop the full image gives: its edges within 0.25 crop pixel (0.6–0.75 without the half-block
+    shift of the pixel centres)."""
+    card, _ = read_card(model_repository, names["pose"])
+    height, width, reduction = 1200, 1600, 8
+    yy, xx = np.mgrid[0:height, 0:width]
+    full = np.zeros((height, width, 3), np.uint8)
+    full[..., 0] = np.where(xx >= 777, 255, 0)  # a vertical edge in red
+    full[..., 1] = np.where(yy >= 555, 255, 0)  # a horizontal one in green
+    blocks = full.reshape(height // reduction, reduction, width // reduction, reduction, 3)
+    reduced = blocks.mean(axis=(1, 3)).round().astype(np.uint8)
+    boxes = np.array([[100.0, 50, 1500, 1150]])
+    assert pose.draft_size((width, height), boxes, card) == (width // reduction, height // reduction)
+    crops = np.zeros((2, card.input.height, card.input.width, 3), np.uint8)
+    from_full = pose.crop_people(full, boxes, card, crops[:1], flip=False)
+    from_reduced = pose.crop_people(reduced, boxes, card, crops[1:], flip=False, reduction=reduction)
+    assert np.array_equal(from_full.centers, from_reduced.centers)
+    assert np.array_equal(from_full.scales, from_reduced.scales)
+
+    def edges(crop: np.ndarray) -> tuple[float, float]:
+        """Where the red edge crosses a row and the green one a column, in crop pixels."""
+        red, green = crop[..., 0] / 255.0, crop[..., 1] / 255.0
+        return crop.shape[1] - red.sum(axis=1).mean(), crop.shape[0] - green.sum(axis=0).mean()
+
+    np.testing.assert_allclose(edges(crops[1]), edges(crops[0]), atol=0.25)

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.imaging import DecodedImage, encode_png
@@ -60,3 +61,30 @@ def test_classes_present_are_largest_first_with_fractions_summing_to_one(
     assert [c.index for c in classes] == [0, 2, 5]
     assert [c.fraction for c in classes] == [0.6, 0.3, 0.1]
     assert classes[1].label == card.labels[2]
+
+
+@pytest.mark.parametrize(
+    ("mask_wh", "size_wh"),
+    [((910, 512), (1920, 1080)), ((683, 512), (640, 480)), ((512, 512), (1000, 1000)),
+     ((1024, 341), (300, 100)), ((37, 23), (37, 23)), ((37, 23), (1000, 3)), ((5, 7), (2, 2000))],
+)  # fmt: skip
+def test_counts_of_the_unscaled_mask_equal_those_of_the_scaled_one(
+    mask_wh: tuple[int, int], size_wh: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng(sum(mask_wh) + sum(size_wh))
+    mask = rng.integers(0, 19, (mask_wh[1], mask_wh[0])).astype(np.uint8)
+    scaled = np.asarray(Image.fromarray(mask).resize(size_wh, Image.Resampling.NEAREST))
+    expected = np.bincount(scaled.ravel(), minlength=256)
+    assert np.array_equal(segmentation.scaled_class_counts(mask, size_wh), expected)
+
+
+def test_fractions_from_the_unscaled_mask_equal_those_of_the_scaled_mask(
+    model_repository: Path, names: dict[str, str]
+) -> None:
+    card, _ = read_card(model_repository, names["segmentation"])
+    canvas = np.asarray(Image.fromarray(scene(64, 32)[..., 0] % 19).resize((1024, 512)))
+    fitted, size = segmentation.fit_size((1920, 1080), (1024, 512)), (1920, 1080)
+    full = segmentation.mask_to_image_size(canvas, fitted, size)
+    from_small = segmentation.classes_present(segmentation.unpadded(canvas, fitted), card, size)
+    assert len(from_small) > 3
+    assert from_small == segmentation.classes_present(full, card)
