@@ -120,3 +120,27 @@ def test_a_run_continues_from_another_runs_weights_and_may_skip_evaluation(
     finished = result.model.state_dict()
     weights = [k for k in started if k.endswith("weight")]
     assert weights and all(torch.equal(started[k], finished[k]) for k in weights)
+
+
+def test_a_time_cap_anneals_the_schedule_by_the_clock_and_logs_where_it_stopped(
+    shapes: Path, tmp_path: Path
+) -> None:
+    recipe = synthetic_recipe(get_recipe("mobilenet-v2_8xb32_in1k"), shapes)
+    poly = replace(recipe.schedule, policy="poly", iterations=100_000, epochs=None, min_lr=0.0, power=1.0)
+    options = TrainOptions(
+        data=shapes,
+        run_dir=tmp_path,
+        batch_size=4,
+        lr=0.01,
+        train_size=(64, 64),
+        workers=0,
+        max_minutes=0.05,
+        evaluate=False,
+    )
+    result = train(replace(recipe, schedule=poly), options)
+    assert result.iterations < 100_000
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert last["iteration"] == result.iterations - 1  # the row of the step where time ran out
+    # By iterations alone the rate would still be ~0.01; by the clock it has decayed most of the way.
+    assert last["lr"] < 0.5 * 0.01
