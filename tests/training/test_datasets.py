@@ -27,7 +27,7 @@ from training.data.segmentation import (
     SegTrainTransform,
     rescale_size,
 )
-from training.data.synthetic import generate
+from training.data.synthetic import CLASSIFICATION_SHAPES, generate
 
 COCO_FLIP = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 MPII_FLIP = (5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10)
@@ -43,7 +43,14 @@ def seeded() -> None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("datasets")
-    generate("classification", base / "cls", n_train=24, n_val=12, seed=0, size=(64, 160))
+    generate(
+        "classification",
+        base / "cls",
+        n_train=2 * len(CLASSIFICATION_SHAPES),
+        n_val=12,
+        seed=0,
+        size=(64, 160),
+    )
     generate("cityscapes", base / "cityscapes", n_train=4, n_val=2, seed=0, size=(128, 64))
     generate("ade20k", base / "ade", n_train=3, n_val=2, seed=0, size=(96, 72))
     generate("coco", base / "coco", n_train=6, n_val=4, seed=0, size=(160, 128))
@@ -56,8 +63,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_image_folder_reads_back_counts_and_sorted_classes(data: Path) -> None:
     dataset = ImageFolderDataset(data / "cls", "train", RandomResizedCrop(48))
-    assert len(dataset) == 24 and dataset.classes == sorted(dataset.classes) and len(dataset.classes) == 12
-    assert sorted({label for _, label in dataset.samples}) == list(range(12))
+    classes = len(CLASSIFICATION_SHAPES)
+    assert len(dataset) == 2 * classes and dataset.classes == sorted(dataset.classes)
+    assert len(dataset.classes) == classes
+    assert sorted({label for _, label in dataset.samples}) == list(range(classes))
     image, label = dataset[5]
     assert image.shape == (48, 48, 3) and image.dtype == np.uint8 and isinstance(label, int)
 

@@ -45,13 +45,14 @@ __all__ = [
 Task = Literal["classification", "cityscapes", "ade20k", "coco", "mpii"]
 Split = Literal["train", "val"]
 
+# No hexagon (`_shape_mask` still draws one): at the 96 px the default classifier mostly trains at,
+# 11 of 20 held-out hexagons were taken for circles, the one confusion that mattered.
 CLASSIFICATION_SHAPES: tuple[str, ...] = (
     "checker",
     "circle",
     "cross",
     "diamond",
     "ellipse",
-    "hexagon",
     "hstripes",
     "ring",
     "square",
@@ -365,7 +366,7 @@ def _object_mask(shape: str, rng: np.random.Generator, height: int, width: int) 
 
 
 def _object_box_size(shape: str, rng: np.random.Generator, image_height: int) -> tuple[int, int]:
-    height = rng.uniform(0.14, 0.45) * image_height
+    height = rng.uniform(0.18, 0.5) * image_height
     aspect_ranges = {"pole": (0.25, 0.4), "slab": (1.6, 2.4)}
     aspect = rng.uniform(*aspect_ranges.get(shape, (0.85, 1.2)))
     return max(4, int(height * aspect)), max(4, int(height))
@@ -413,7 +414,9 @@ def _render_scene(
         _texture(styles[bottom_class], rng, xs, ys),
     )
     object_classes = [c for c in range(len(styles)) if c not in background_classes]
-    for _ in range(int(rng.integers(4, 11))):
+    # 8-16 objects cover ~40 % of a scene (4-10 covered 20 %): measured, an FCN trained 300
+    # iterations on such scenes reached mIoU 41 where it had reached 31 with the sparser ones.
+    for _ in range(int(rng.integers(8, 17))):
         cls = int(rng.choice(object_classes))
         style = styles[cls]
         box_w, box_h = _object_box_size(style.shape, rng, height)
