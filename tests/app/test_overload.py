@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
 import socket
 import statistics
@@ -259,13 +260,14 @@ def test_burst_beyond_capacity_gets_503s_with_retry_after_correct_answers_and_me
         for data in images:  # the reference answers, one at a time; also warms every code path
             response = client.post("/v1/classify", content=data, headers=PNG)
             expected.append(response.json()["results"][0]["predictions"][0])
-        for _ in range(2):  # the first bursts grow the heap to its working size (then it stays)
-            asyncio.run(_burst(app.url, images, 400))
-        rss_before = _settled_rss(app)
-        answers = asyncio.run(_burst(app.url, images, 400))
-        time.sleep(1.0)
-        rss_after = _settled_rss(app)
+        asyncio.run(_burst(app.url, images, 400))  # the first burst grows the heap towards its working size
+        rss = [_settled_rss(app)]
+        bursts = []
+        for _ in range(4):
+            bursts.append(asyncio.run(_burst(app.url, images, 400)))
+            rss.append(_settled_rss(app))
         still_serving = client.post("/v1/classify", content=images[0], headers=PNG)
+    answers = bursts[-1]
     accepted = [(i, a) for i, a in enumerate(answers) if a[0] == 200]
     refused = [a for a in answers if a[0] == 503]
     assert len(accepted) + len(refused) == len(answers), {a[0] for a in answers}
@@ -278,10 +280,16 @@ def test_burst_beyond_capacity_gets_503s_with_retry_after_correct_answers_and_me
         assert top["index"] == expected[i % len(images)]["index"]
         assert top["score"] == pytest.approx(expected[i % len(images)]["score"], abs=1e-5)
     latencies = sorted(a[1] for _, a in accepted)
+    growth = [after - before for before, after in itertools.pairwise(rss)]
     print(
         f"burst of {len(answers)}: {len(accepted)} answered (p50 {statistics.median(latencies) * 1e3:.0f} ms, "
-        f"max {latencies[-1] * 1e3:.0f} ms), {len(refused)} refused; RSS {rss_before:.1f} -> {rss_after:.1f} MiB"
+        f"max {latencies[-1] * 1e3:.0f} ms), {len(refused)} refused; RSS after each burst "
+        + " -> ".join(f"{v:.1f}" for v in rss)
+        + " MiB"
     )
     assert latencies[-1] < 10.0
-    assert rss_after - rss_before < 10.0
+    # A leak grows every burst (8 decoded images alone are 2.9 MB); glibc may still add an arena
+    # once, when a new thread first allocates (seen in CI: +45 MiB in one burst, then flat).
+    assert statistics.median(growth) < 2.0, growth
+    assert rss[-1] - rss[0] < 64.0, growth
     assert still_serving.status_code == 200
