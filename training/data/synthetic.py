@@ -244,17 +244,29 @@ def write_classification(
 # ---------------------------------------------------------------------------------------------
 
 _SEG_SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "hexagon", "star", "pole", "slab", "pentagon")
+# One pattern per Cityscapes class, told apart by layout rather than by period (random rescaling
+# 0.5-2x blurs periods together) and each its own mirror image (a flipped "antidiagonal" class was
+# a diagonal one: measured, the FCN merged every pair of classes that shared a pattern).
 _SEG_PATTERNS = (
     "solid",
     "hstripes",
     "vstripes",
     "diagonal",
-    "antidiagonal",
     "checker",
     "dots",
     "grid",
     "speckle",
     "waves",
+    "hlines",
+    "vlines",
+    "diamonds",
+    "rings",
+    "bricks",
+    "zigzag",
+    "vwaves",
+    "crosses",
+    "dashes",
+    "vdashes",
 )
 
 
@@ -272,9 +284,8 @@ class SegClassStyle:
 def segmentation_class_styles(num_classes: int) -> list[SegClassStyle]:
     """Fixed (seed-independent) looks per class.
 
-    (shape, pattern) pairs are unique below 90 classes; with 19 classes only 0 and 10 (Cityscapes'
-    road and sky) are plain. Primary hues are spread by the golden
-    angle; the secondary colour sits at a hue offset that differs between classes sharing a
+    (shape, pattern) pairs are unique below 171 classes; with 19 classes each has its own pattern
+    and only 0 (Cityscapes' road) is plain. Primary hues are spread by the golden angle; the secondary colour sits at a hue offset that differs between classes sharing a
     pattern, so the pair stays telling after PhotoMetricDistortion shifts every hue alike.
     """
     hue_offsets = (0.5, 0.18, 0.82)
@@ -315,8 +326,6 @@ def _texture(style: SegClassStyle, rng: np.random.Generator, xs: np.ndarray, ys:
         use_secondary = np.floor(xs / half) % 2 == 1
     elif pattern == "diagonal":
         use_secondary = np.floor((xs + ys) / half) % 2 == 1
-    elif pattern == "antidiagonal":
-        use_secondary = np.floor((xs - ys) / half) % 2 == 1
     elif pattern == "checker":
         use_secondary = (np.floor(xs / half) + np.floor(ys / half)) % 2 == 1
     elif pattern == "dots":
@@ -329,6 +338,31 @@ def _texture(style: SegClassStyle, rng: np.random.Generator, xs: np.ndarray, ys:
         use_secondary = rng.random(xs.shape) < 0.25
     elif pattern == "waves":
         use_secondary = np.floor((ys + half * np.sin(xs * 2 * np.pi / (2 * period))) / half) % 2 == 1
+    elif pattern == "hlines":
+        use_secondary = ys % period < period * 0.22
+    elif pattern == "vlines":
+        use_secondary = xs % period < period * 0.22
+    elif pattern == "diamonds":
+        use_secondary = (np.floor((xs + ys) / period) + np.floor((xs - ys) / period)) % 2 == 1
+    elif pattern == "rings":
+        radius = np.hypot(xs % period - half, ys % period - half)
+        use_secondary = (radius >= period * 0.2) & (radius <= period * 0.38)
+    elif pattern == "bricks":
+        row = np.floor(ys / half)
+        use_secondary = (ys % half < half * 0.25) | ((xs + (row % 2) * half) % period < half * 0.25)
+    elif pattern == "zigzag":
+        use_secondary = np.floor((ys + np.abs(xs % period - half)) / half) % 2 == 1
+    elif pattern == "vwaves":
+        use_secondary = np.floor((xs + half * np.sin(ys * 2 * np.pi / (2 * period))) / half) % 2 == 1
+    elif pattern == "crosses":
+        dx, dy = np.abs(xs % period - half), np.abs(ys % period - half)
+        use_secondary = ((dx < period * 0.1) & (dy < period * 0.35)) | (
+            (dy < period * 0.1) & (dx < period * 0.35)
+        )
+    elif pattern == "dashes":
+        use_secondary = (ys % period < period * 0.3) & (xs % (2 * period) < period)
+    elif pattern == "vdashes":
+        use_secondary = (xs % period < period * 0.3) & (ys % (2 * period) < period)
     else:
         raise ValueError(f"unknown pattern {pattern!r}")
     texture = np.where(use_secondary[..., None], secondary, primary)
