@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from training.nets.mobilenet_v2 import zero_init_residual
 from training.recipes import Recipe, Schedule
 from training.tasks import TaskAdapter, adapter_for
 
@@ -42,6 +43,7 @@ class TrainOptions:
     resume: bool = False
     init_backbone: str | None = None  # classifier checkpoint for the backbone (OpenMMLab's `pretrained`)
     init_model: str | None = None  # a run's latest.pth to continue from, e.g. at a larger size
+    zero_init_residual: bool = False  # from scratch: residual blocks start as the identity
     evaluate: bool = True  # False: skip the held-out evaluation (a phase that another one continues)
     max_minutes: float | None = None  # stop early, keeping the schedule of the planned run
     seed: int = 0
@@ -154,6 +156,8 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
 
     # NHWC images arrive permuted, i.e. already channels-last; weights to match: ~5 % per step on CPU.
     model = recipe.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if options.zero_init_residual:
+        zero_init_residual(model)
     if options.init_backbone:
         from training.checkpoints import load_backbone
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from training.nets.heads import ExactAdaptiveAvgPool2d
-from training.nets.mobilenet_v2 import InvertedResidual, MobileNetV2, make_divisible
+from training.nets.mobilenet_v2 import InvertedResidual, MobileNetV2, make_divisible, zero_init_residual
 from training.recipes import RECIPES, get_recipe
 from training.summary import summarize
 
@@ -114,3 +114,15 @@ def test_segmentor_predicts_classes_at_input_resolution_and_aux_only_while_train
         mask = model.predict(images)
     assert mask.shape == (2, 64, 96) and mask.dtype == torch.uint8
     assert model(images)[1] is None
+
+
+def test_zero_init_residual_makes_every_residual_block_the_identity() -> None:
+    backbone = MobileNetV2()
+    assert zero_init_residual(backbone) == 10  # n - 1 blocks per stage: 0+1+2+3+2+2+0
+    backbone.eval()
+    x = torch.randn(1, 32, 14, 14)
+    block = backbone.layer3[1]
+    assert block.use_res_connect
+    assert torch.equal(block(x), x)
+    first = backbone.layer3[0]  # strides and changes width: no residual, left as initialised
+    assert not torch.all(first.conv[-1].bn.weight == 0)
