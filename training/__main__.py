@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.defaults import DEFAULT_BUDGET_MINUTES
 from training.recipes import RECIPES, get_recipe
 
 
@@ -76,7 +77,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_defaults(args: argparse.Namespace) -> None:
     from training.defaults import build_defaults
 
-    build_defaults(Path(args.out), Path(args.work), offline=args.offline)
+    build_defaults(Path(args.out), Path(args.work), offline=args.offline, minutes=args.minutes)
 
 
 def _cmd_export_triton(args: argparse.Namespace) -> None:
@@ -118,6 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         resume=args.resume,
         init_backbone=args.init_backbone,
         max_minutes=args.max_minutes,
+        zero_init_residual=args.zero_init_residual,
     )
     result = train(recipe, options)
     if not result.metrics:  # not rank 0 under torchrun
@@ -203,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest.pth")
     p.add_argument("--init-backbone", help="classifier checkpoint for the backbone (path or URL)")
     p.add_argument("--max-minutes", type=float, help="stop after this long, then evaluate and export")
+    p.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="from scratch: start each residual block as the identity (trains faster)",
+    )
     p.add_argument("--no-export", dest="export", action="store_false")
     p.add_argument("--out", default="models", help="model repository for the export")
     p.set_defaults(func=_cmd_train)
@@ -226,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models", help="model repository (default: models)")
     p.add_argument("--work", default=".cache/defaults", help="synthetic data and training runs")
     p.add_argument("--offline", action="store_true", help="do not try to download released checkpoints")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=DEFAULT_BUDGET_MINUTES,
+        help=f"time for all of it (default: {DEFAULT_BUDGET_MINUTES:g}); a larger budget trains each model longer",
+    )
     p.set_defaults(func=_cmd_defaults)
 
     p = sub.add_parser("export-triton", help="write a Triton model repository from the model repository")

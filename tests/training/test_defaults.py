@@ -10,7 +10,7 @@ import torch
 
 from app.card import ModelCard
 from training import defaults
-from training.defaults import PLANS, Finish, build_defaults
+from training.defaults import PLANS, Finish, _training_seconds, build_defaults
 from training.recipes import DEFAULT_RECIPES
 
 
@@ -20,17 +20,20 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
 ) -> None:
     classifier, segmentor, pose = DEFAULT_RECIPES
     tiny = {
+        # Iterations so slow on paper that each phase plans one.
         classifier: replace(
             PLANS[classifier],
             n_train=24,
             n_val=12,
-            iterations=2,
+            seconds_per_iteration=1e6,
             batch_size=4,
-            finish=Finish(1, 2, 1e-4, 1.0),
+            finish=Finish(share=0.3, batch_size=2, lr=1e-4, seconds_per_iteration=1e6),
         ),
         # lr 0: their backbones stay as loaded, so the test can see where they started.
-        segmentor: replace(PLANS[segmentor], n_train=2, n_val=1, iterations=1, batch_size=2, lr=0.0),
-        pose: replace(PLANS[pose], n_train=2, n_val=2, iterations=1, batch_size=2, lr=0.0),
+        segmentor: replace(
+            PLANS[segmentor], n_train=2, n_val=1, seconds_per_iteration=1e6, batch_size=2, lr=0.0
+        ),
+        pose: replace(PLANS[pose], n_train=2, n_val=2, seconds_per_iteration=1e6, batch_size=2, lr=0.0),
     }
     for name, plan in tiny.items():
         monkeypatch.setitem(defaults.PLANS, name, plan)
@@ -49,7 +52,7 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
     assert "eval" in (runs / classifier / "finish/log.jsonl").read_text()
     classifier_card = ModelCard.read(written[0] / "card.json")
     assert classifier_card.weights.checkpoint == str(runs / classifier / "finish/latest.pth")
-    assert "3 iterations" in (classifier_card.weights.note or "")
+    assert "2 iterations" in (classifier_card.weights.note or "")
     # The segmentor's and pose model's backbones started from the finished classifier.
     finished = torch.load(runs / classifier / "finish/latest.pth", weights_only=True)["model"]
     for name in (segmentor, pose):
@@ -58,3 +61,16 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
 
     # A second call finds the models there and builds nothing.
     assert build_defaults(tmp_path / "models", tmp_path / "work", offline=True) == []
+
+
+def test_each_plan_gets_its_share_of_what_the_budget_leaves_after_every_reserve() -> None:
+    classifier, segmentor, pose = DEFAULT_RECIPES
+    reserve_s = 60 * sum(PLANS[n].reserve_minutes for n in DEFAULT_RECIPES)
+    shares = sum(PLANS[n].share for n in DEFAULT_RECIPES)
+    left_s = 15 * 60.0
+    assert _training_seconds(classifier, list(DEFAULT_RECIPES), left_s) == pytest.approx(
+        (left_s - reserve_s) * PLANS[classifier].share / shares
+    )
+    # The last plan takes all that is left but its own reserve; a spent budget still trains a little.
+    assert _training_seconds(pose, [pose], 400.0) == pytest.approx(400.0 - 60 * PLANS[pose].reserve_minutes)
+    assert _training_seconds(segmentor, [segmentor, pose], 10.0) == defaults.MIN_TRAINING_SECONDS
