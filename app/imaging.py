@@ -8,6 +8,7 @@ palette, alpha, CMYK and 16-bit images become 8-bit RGB.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from collections.abc import Callable
@@ -118,11 +119,10 @@ def decode_image(
             if chosen is not None:  # (mode, (0, 0, width / scale, height / scale))
                 reduction = round(stored_width / chosen[1][2])
         image.load()
-        try:
-            transposed = ImageOps.exif_transpose(image)
-        except Exception:  # a broken EXIF block should not cost the picture
-            transposed = None
-        rgb = to_rgb(transposed if transposed is not None else image)
+        # In place: without an orientation tag, the copying form copies the whole image.
+        with contextlib.suppress(Exception):  # a broken EXIF block should not cost the picture
+            ImageOps.exif_transpose(image, in_place=True)
+        rgb = to_rgb(image)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
         raise CorruptImage(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     return DecodedImage(rgb, full_size if drafted else rgb.size, reduction)

@@ -27,7 +27,8 @@ def test_preprocess_writes_the_centre_crop_into_the_batch_row(
     batch = np.zeros((2, card.input.height, card.input.width, 3), np.uint8)
     classification.preprocess(DecodedImage(image, image.size), card, batch[1])
     expected = np.asarray(image.resize((341, 256), Image.Resampling.BILINEAR))[16:240, 58:282]
-    assert np.array_equal(batch[1], expected)
+    difference = np.abs(batch[1].astype(int) - expected)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.005  # only the crop is resized
     assert not batch[0].any()
 
 
