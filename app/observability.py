@@ -9,6 +9,7 @@ ever logged: no bodies, no image bytes, no query strings (they may carry boxes),
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -52,11 +53,17 @@ def annotate(**fields: Any) -> None:
         target.update(fields)
 
 
+# Generated IDs: a random prefix per process, then a counter: unique across replicas and
+# restarts like uuid4().hex (32 hex digits), without a getrandom() call per request.
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count(int.from_bytes(secrets.token_bytes(4), "big"))
+
+
 def accept_request_id(value: str | None) -> str:
     """The client's request ID if it is sane, else a new one (32 hex digits)."""
     if value and _SANE_REQUEST_ID.fullmatch(value):
         return value
-    return secrets.token_hex(16)  # as uuid4().hex, without building a UUID: 0.6 µs, not 2
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -95,6 +102,8 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str = "json") -> None:
     """Send every logger (uvicorn's too) through one stderr handler in the chosen format."""
+    # The formatters print none of these, which every LogRecord would otherwise look up.
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing = False, False, False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -92,3 +92,18 @@ def test_device_cuda_refuses_to_start_without_cuda(model_repository: Path) -> No
     )
     assert result.returncode != 0
     assert "DEVICE=cuda" in result.stdout + result.stderr
+
+
+def test_settling_the_heap_freezes_what_start_up_built_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from app.main import GC_YOUNG_THRESHOLD, settle_heap
+
+    threshold = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

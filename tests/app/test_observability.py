@@ -139,3 +139,11 @@ def test_the_access_line_is_one_json_object_with_every_field_and_the_answers_sta
     }  # fmt: skip
     assert len(entry["request_id"]) == 32 and entry["latency_ms"] >= 0
     assert entry["time"].endswith("+00:00") and len(entry["time"]) == len("2025-01-01T00:00:00.000+00:00")
+
+
+def test_generated_request_ids_are_distinct_32_hex_digits() -> None:
+    from app.observability import accept_request_id
+
+    ids = [accept_request_id(None) for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and uuid.UUID(i).hex == i for i in ids)
