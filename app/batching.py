@@ -15,8 +15,10 @@ Policy, kept apart from batch forming as in Triton's scheduler:
   that still fits). It waits for more only while the batch has room, a reserved request that
   would fit is still being decoded, the oldest request has waited less than `max_queue_delay`,
   and no deadline in the batch would be missed by waiting.
-- Running: one `run_batch` at a time per model, on a dedicated thread (ORT releases the GIL);
-  overlapping runs on 2 cores blew up the tail latency.
+- Running: at most `runs` batches at a time per model, each on its own thread (ORT releases the
+  GIL). On the CPU a second run keeps the cores busy while the first one's threads wait for a
+  core that a decoding thread took; unbounded overlapping runs (a thread-pool endpoint) blew up
+  the tail latency, so the count is small and fixed.
 - Deadlines: a chunk whose deadline passed while queued is answered `DeadlineExceeded` unrun.
 """
 
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import queue
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -161,6 +164,7 @@ class DynamicBatcher:
         max_queue_size: int,
         observer: BatchObserver | None = None,
         input_dtype: type[np.generic] = np.uint8,
+        runs: int = 1,
     ) -> None:
         self.name = name
         self.max_batch_size = max_batch_size
@@ -173,10 +177,18 @@ class DynamicBatcher:
         self._reserved_chunks: Counter[int] = Counter()  # chunk size -> count, of unsubmitted reservations
         self._waiting_slots = 0  # reserved + queued, not running
         self._wakeup = asyncio.Event()
-        self._buffer = np.zeros((max_batch_size, *self.input_shape), dtype=input_dtype)
+        if runs < 1:
+            raise ValueError("a batcher needs at least one run at a time")
+        self.runs = runs
+        # One gathering buffer per run in flight.
+        self._buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        for _ in range(runs):
+            self._buffers.put(np.zeros((max_batch_size, *self.input_shape), dtype=input_dtype))
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
-        self._running: list[_Chunk] = []
+        self._running: list[list[_Chunk]] = []  # the batches in flight
+        self._free_runs = asyncio.Semaphore(runs)
+        self._executions: set[asyncio.Task[None]] = set()
         self._batch_seconds = 0.0  # moving average of one run, for deadlines and Retry-After
         self._closed = False
 
@@ -184,13 +196,13 @@ class DynamicBatcher:
 
     def start(self) -> None:
         """Start the worker task on the running loop."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+        self._executor = ThreadPoolExecutor(max_workers=self.runs, thread_name_prefix=f"infer-{self.name}")
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
         """Stop taking work; fail what is queued; wait for the run in flight to end."""
         self._closed = True
-        in_flight = self._running
+        in_flight = [chunk for batch in self._running for chunk in batch]
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,15 +236,16 @@ class DynamicBatcher:
 
     def retry_after_s(self) -> int:
         batches_ahead = math.ceil(self._waiting_slots / self.max_batch_size) + 1
-        return max(1, math.ceil(batches_ahead * self._batch_seconds))
+        return max(1, math.ceil(math.ceil(batches_ahead / self.runs) * self._batch_seconds))
 
     # -- admission -------------------------------------------------------------------------------
 
     def expected_seconds(self, slots: int) -> float:
         """Estimated time until a request of `slots` rows arriving now is answered: the batches
-        ahead of it (the one running counts whole), then its own, at the recent time per batch."""
-        batches = math.ceil((self._waiting_slots + slots) / self.max_batch_size) + (1 if self._running else 0)
-        return batches * self._batch_seconds
+        ahead of it (those running count whole), then its own, `runs` at a time, at the recent
+        time per batch."""
+        batches = math.ceil((self._waiting_slots + slots) / self.max_batch_size) + len(self._running)
+        return math.ceil(batches / self.runs) * self._batch_seconds
 
     def reserve(self, slots: int, deadline: float | None = None) -> Reservation:
         """Hold `slots` rows for a request about to be decoded. Raises `QueueFull` at once.
@@ -364,17 +377,23 @@ class DynamicBatcher:
     def _run_sync(self, parts: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
         """On the model's thread: gather the parts into the batch buffer, run, check row counts."""
         rows = sum(part.shape[0] for part in parts)
+        buffer = None
         if len(parts) == 1:
             batch = parts[0]
         else:
-            batch = self._buffer[:rows]
+            buffer = self._buffers.get_nowait()  # one per run: never empty here
+            batch = buffer[:rows]
             offset = 0
             for part in parts:
                 batch[offset : offset + part.shape[0]] = part
                 offset += part.shape[0]
-        started = time.perf_counter()
-        outputs = [np.asarray(output) for output in self._run_batch(batch)]
-        elapsed = time.perf_counter() - started
+        try:
+            started = time.perf_counter()
+            outputs = [np.asarray(output) for output in self._run_batch(batch)]
+            elapsed = time.perf_counter() - started
+        finally:
+            if buffer is not None:  # the outputs are ONNX Runtime's own arrays, not views of it
+                self._buffers.put(buffer)
         for output in outputs:
             if output.shape[0] != rows:
                 raise RuntimeError(f"the model returned {output.shape[0]} rows for a batch of {rows}")
@@ -385,7 +404,7 @@ class DynamicBatcher:
         started = time.monotonic()
         rows = sum(chunk.slots for chunk in batch)
         loop = asyncio.get_running_loop()
-        self._running = batch
+        self._running.append(batch)
         try:
             outputs, compute_s = await loop.run_in_executor(
                 self._executor, self._run_sync, [chunk.inputs for chunk in batch]
@@ -401,7 +420,7 @@ class DynamicBatcher:
                     )
             return
         finally:
-            self._running = []
+            self._running.remove(batch)
         self.observe_run_seconds(compute_s)
         queue_s = [started - chunk.enqueued for chunk in batch]
         if self._observer is not None:
@@ -416,12 +435,31 @@ class DynamicBatcher:
                 )
 
     async def _serve(self) -> None:
-        while True:
-            try:
-                batch = await self._next_batch()
-                await self._execute(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the worker must outlive any bug in one batch
-                logger.exception("batcher %s: unexpected error", self.name)
-                await asyncio.sleep(0.01)
+        """Form a batch whenever a run is free; each batch runs in a task of its own."""
+        try:
+            while True:
+                await self._free_runs.acquire()
+                try:
+                    batch = await self._next_batch()
+                except asyncio.CancelledError:
+                    self._free_runs.release()
+                    raise
+                except Exception:  # the worker must outlive any bug in forming a batch
+                    self._free_runs.release()
+                    logger.exception("batcher %s: unexpected error", self.name)
+                    await asyncio.sleep(0.01)
+                    continue
+                execution = asyncio.get_running_loop().create_task(self._execute_and_free(batch))
+                self._executions.add(execution)
+                execution.add_done_callback(self._executions.discard)
+        finally:
+            for execution in list(self._executions):
+                execution.cancel()
+
+    async def _execute_and_free(self, batch: list[_Chunk]) -> None:
+        try:
+            await self._execute(batch)
+        except Exception:  # the worker must outlive any bug in one batch
+            logger.exception("batcher %s: unexpected error", self.name)
+        finally:
+            self._free_runs.release()

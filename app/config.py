@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         ge=0,
         description="most input pixels (rows × height × width) in one session.run, so models with large inputs get smaller batches (at least 1); 0 = no cap",
     )
+    inference_runs: int = Field(
+        default=0,
+        ge=0,
+        description="session.run calls in flight per model; 0 = auto: 2 on the CPU, 1 on CUDA; fewer where the batches in flight would pass MAX_BATCH_PIXELS",
+    )
     max_queue_delay_ms: float = Field(
         default=5.0, ge=0, description="longest a batch waits to grow while more requests are on their way"
     )

@@ -8,6 +8,8 @@ session options, same thread count), on the same cores. Two schedules are timed 
 - `serial`: decode the batch's images (on a pool of `DECODE_THREADS` threads, as the service
   does), then run it; decoding and inference never overlap.
 - `pipelined`: decode the next batch on that pool while the current one runs.
+- `parallel` (where the service keeps several runs in flight, `app.registry.inference_runs`):
+  that many threads, each decoding a batch on the pool and then running it, at once.
 
 The limit of a task is the best images/s over the batch sizes and both schedules. Its
 single-image time is the median, over the image set, of decode + preprocess + `session.run` of one
@@ -17,6 +19,7 @@ image at batch 1 (what a lone client could at best see, less HTTP and post-proce
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +31,7 @@ import numpy as np
 from app.card import ModelCard
 from app.config import Settings
 from app.imaging import decode_image
+from app.registry import inference_runs
 from app.runtime import create_session, plan_device
 from app.tasks import classification, segmentation
 from app.tasks import pose as pose_task
@@ -69,7 +73,7 @@ def preparer(card: ModelCard, settings: Settings) -> Prepare:
 @dataclass
 class LimitPoint:
     batch_size: int
-    schedule: str  # "serial" or "pipelined"
+    schedule: str  # "serial", "pipelined" or "parallel"
     images: int
     seconds: float
     prepare_ms: float  # per image, summed over the decode threads' work
@@ -153,6 +157,75 @@ def _time_schedule(
     )
 
 
+def _log_point(log: Callable[[str], None], card: ModelCard, point: LimitPoint) -> None:
+    log(
+        f"  limit {card.task} batch {point.batch_size:>2} {point.schedule:<9} "
+        f"{point.images_per_s:7.1f} img/s (prepare {point.prepare_ms:.1f} ms, "
+        f"run {point.run_ms:.1f} ms, CPU {point.cpu_ms:.1f} ms per image)"
+    )
+
+
+def _time_parallel(
+    run: Callable[[np.ndarray], object],
+    prepare: Prepare,
+    images: list[bytes],
+    shape: tuple[int, int, int],
+    batch_size: int,
+    runs: int,
+    pool: ThreadPoolExecutor,
+    min_images: int,
+    max_seconds: float,
+) -> LimitPoint:
+    """`runs` threads at once, each taking the next batch's images, decoding them on `pool`
+    and running the batch, until `min_images` are done or `max_seconds` have passed."""
+    lock = threading.Lock()
+    taken = 0
+    prepare_s = run_s = 0.0
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def timed_prepare(data: bytes, row: np.ndarray) -> float:
+        begun = time.perf_counter()
+        prepare(data, row)
+        return time.perf_counter() - begun
+
+    def runner() -> None:
+        nonlocal taken, prepare_s, run_s
+        buffer = np.empty((batch_size, *shape), np.uint8)
+        while True:
+            with lock:
+                if taken >= min_images or time.perf_counter() - started >= max_seconds:
+                    return
+                first = taken
+                taken += batch_size
+            futures = [
+                pool.submit(timed_prepare, images[(first + row) % len(images)], buffer[row])
+                for row in range(batch_size)
+            ]
+            prepared = sum(f.result() for f in futures)
+            run_started = time.perf_counter()
+            run(buffer)
+            ran = time.perf_counter() - run_started
+            with lock:
+                prepare_s += prepared
+                run_s += ran
+
+    threads = [threading.Thread(target=runner) for _ in range(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return LimitPoint(
+        batch_size,
+        "parallel",
+        taken,
+        seconds,
+        prepare_s / taken * 1e3,
+        run_s / taken * 1e3,
+        cpu / taken * 1e3,
+    )
+
+
 def measure_limit(
     card: ModelCard,
     onnx_path: Path,
@@ -165,7 +238,9 @@ def measure_limit(
     log: Callable[[str], None] = print,
 ) -> Limit:
     """Time every batch size and schedule; see the module docstring. Blocking, minutes at most."""
-    session = create_session(onnx_path, settings, plan_device(settings))
+    plan = plan_device(settings)
+    session = create_session(onnx_path, settings, plan)
+    in_flight = inference_runs(settings, card, plan.uses_cuda)  # as the service keeps
     input_name, output_names = card.input.name, [o.name for o in card.outputs]
     shape = (card.input.height, card.input.width, 3)
 
@@ -203,11 +278,14 @@ def measure_limit(
                     max_seconds,
                 )
                 points.append(point)
-                log(
-                    f"  limit {card.task} batch {batch_size:>2} {point.schedule:<9} "
-                    f"{point.images_per_s:7.1f} img/s (prepare {point.prepare_ms:.1f} ms, "
-                    f"run {point.run_ms:.1f} ms, CPU {point.cpu_ms:.1f} ms per image)"
-                )
+                _log_point(log, card, point)
+            if in_flight > 1:
+                point = _time_parallel(
+                    run, prepare, images, shape, batch_size, in_flight, pool,
+                    max(min_images, batch_size * 2 * in_flight), max_seconds,
+                )  # fmt: skip
+                points.append(point)
+                _log_point(log, card, point)
     best = max(points, key=lambda p: p.images_per_s)
     return Limit(
         task=card.task,

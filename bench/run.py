@@ -18,6 +18,7 @@ import httpx
 
 from app.card import CARD_FILE, MODEL_FILE, ModelCard
 from app.config import Settings
+from app.registry import batch_limit
 from bench.images import BenchImage, image_set, write_images
 from bench.limit import Limit, measure_limit
 from bench.load import LoadResult, LoadSpec
@@ -234,10 +235,8 @@ class Runner:
     def limit(self, task: str, card: ModelCard, onnx: Path) -> Limit:
         plan = PLANS[task]
         # The batch sizes the service can form for this model (MAX_BATCH_SIZE, MAX_BATCH_PIXELS).
-        cap = self.settings.max_batch_size
-        if self.settings.max_batch_pixels:
-            cap = min(cap, self.settings.max_batch_pixels // (card.input.height * card.input.width))
-        sizes = [b for b in plan.limit_batch_sizes if b <= max(1, cap)] or [1]
+        cap = batch_limit(self.settings, card)
+        sizes = [b for b in plan.limit_batch_sizes if b <= cap] or [1]
         previous = os.sched_getaffinity(0)
         if self.o.server_cpus:
             os.sched_setaffinity(0, self.o.server_cpus)

@@ -203,7 +203,7 @@ def test_request_larger_than_max_batch_size_spans_several_batches() -> None:
     assert [len(b) for b in model.batches] == [4, 4, 2]
 
 
-def test_only_one_batch_runs_at_a_time() -> None:
+def test_by_default_one_batch_runs_at_a_time() -> None:
     model = Model(seconds=0.02)
 
     async def scenario() -> None:
@@ -281,3 +281,21 @@ def test_request_that_the_queue_would_make_miss_its_deadline_is_refused_at_once(
 
     run(scenario)
     assert model.batches == [[1], [2]]
+
+
+def test_two_runs_in_flight_each_answer_their_own_rows_and_never_more_than_two_at_once() -> None:
+    model = Model(seconds=0.1)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = make(model, max_batch_size=2, max_queue_delay_ms=0.0, runs=2)
+        batcher.start()
+        try:
+            return list(await asyncio.gather(*(infer(batcher, [v, v + 1]) for v in range(0, 12, 2))))
+        finally:
+            await batcher.stop()
+
+    answers: list[np.ndarray] = run(scenario)  # type: ignore[assignment]
+    for v, answer in zip(range(0, 12, 2), answers, strict=True):
+        assert answer.tolist() == [v * 12, (v + 1) * 12]
+    assert model.most_in_flight == 2
+    assert sorted(map(sorted, model.batches)) == [[v, v + 1] for v in range(0, 12, 2)]

@@ -129,3 +129,20 @@ def test_models_with_large_inputs_get_smaller_batches(model_repository: Path) ->
         ModelCard.read(e.path / CARD_FILE) for e in uncapped.entries.values() if "d8" in e.name
     )
     assert uncapped.batch_limit(segmentation) == 8
+
+
+def test_two_runs_in_flight_on_the_cpu_one_where_the_batches_are_large_or_on_cuda(
+    model_repository: Path,
+) -> None:
+    from app.registry import inference_runs
+
+    registry = registry_for(model_repository, max_batch_size=8, max_batch_pixels=1 << 20)
+    cards = {c.task: c for c in (ModelCard.read(e.path / CARD_FILE) for e in registry.entries.values())}
+    settings = registry.settings
+    runs = {task: inference_runs(settings, card, uses_cuda=False) for task, card in cards.items()}
+    assert runs == {"classification": 2, "pose": 2, "segmentation": 1}  # 2 × 512×1024 fill the cap
+    assert inference_runs(settings, cards["classification"], uses_cuda=True) == 1
+    explicit = settings.model_copy(update={"inference_runs": 3, "max_batch_pixels": 0})
+    assert inference_runs(explicit, cards["segmentation"], uses_cuda=False) == 3
+    bound = settings.model_copy(update={"io_binding": True})
+    assert inference_runs(bound, cards["classification"], uses_cuda=True) == 1
