@@ -263,7 +263,7 @@ def test_burst_beyond_capacity_gets_503s_with_retry_after_correct_answers_and_me
         asyncio.run(_burst(app.url, images, 400))  # the first burst grows the heap towards its working size
         rss = [_settled_rss(app)]
         bursts = []
-        for _ in range(4):
+        for _ in range(5):
             bursts.append(asyncio.run(_burst(app.url, images, 400)))
             rss.append(_settled_rss(app))
         still_serving = client.post("/v1/classify", content=images[0], headers=PNG)
@@ -288,8 +288,10 @@ def test_burst_beyond_capacity_gets_503s_with_retry_after_correct_answers_and_me
         + " MiB"
     )
     assert latencies[-1] < 10.0
-    # A leak grows every burst (8 decoded images alone are 2.9 MB); glibc may still add an arena
-    # once, when a new thread first allocates (seen in CI: +45 MiB in one burst, then flat).
-    assert statistics.median(growth) < 2.0, growth
+    # A leak grows after every burst (8 decoded images alone are 2.9 MB). Growth towards a bound is
+    # not a leak: glibc adds an arena when a new thread first allocates, and with two runs in flight
+    # ORT's arena grows whenever two batches first overlap (seen in CI: +24 and +13 MiB, between flat
+    # bursts). So some burst must leave memory flat, and all of them together stay bounded.
+    assert min(growth) < 2.0, growth
     assert rss[-1] - rss[0] < 64.0, growth
     assert still_serving.status_code == 200
