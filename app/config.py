@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     inference_runs: int = Field(
         default=0,
         ge=0,
-        description="session.run calls in flight per model; 0 = auto: 2 on the CPU, 1 on CUDA; fewer where the batches in flight would pass MAX_BATCH_PIXELS",
+        description="session.run calls in flight per model, sharing its batch limit (2 runs of 4 rows for a limit of 8); 0 = auto: 2 on the CPU, 1 on CUDA",
     )
     max_queue_delay_ms: float = Field(
         default=5.0, ge=0, description="longest a batch waits to grow while more requests are on their way"

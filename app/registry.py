@@ -48,6 +48,7 @@ class ModelEntry:
     output_names: list[str] = field(default_factory=list)
     bound: BoundRunner | None = None  # IO_BINDING on a GPU (untested on hardware)
     runs: int = 1  # session.run calls in flight at once (the session's threads are shared among them)
+    rows_per_run: int = 1  # the batcher's largest batch: the batch limit split among the runs
     reload_error: str | None = None  # why the last attempt to replace this entry failed
 
     def fail(self, reason: str) -> None:
@@ -81,19 +82,21 @@ def batch_limit(settings: Settings, card: ModelCard) -> int:
 def inference_runs(settings: Settings, card: ModelCard, uses_cuda: bool) -> int:
     """Runs in flight for this model: INFERENCE_RUNS, or 2 on the CPU and 1 on CUDA (auto).
 
-    Measured on 2 cores, classification at 16 clients, three rounds each: one run at a time
-    76-87 img/s; two at a time 85-87 (p50 at 1 client unchanged, 19-20 ms); two runs of
-    one-thread sessions (INTRA_OP_THREADS=1) 86-94, at 23.5 ms for a lone client. Each run in
-    flight holds its own activations, so together they stay within MAX_BATCH_PIXELS (512×1024
-    segmentation keeps one run); I/O binding's buffers are shared, so it keeps one too.
+    The rows in flight stay within the batch limit (`rows_per_run` splits it), so two runs hold
+    no more activations than one full batch; never more runs than rows. Measured on 2 cores,
+    16 clients, interleaved, two rounds: classification 76-78 img/s with one run of 8 rows,
+    86-90 with two of 4; pose 21-22 -> 26-27 (two runs of 8 rows: 23, and +110 MiB resident).
+    Two runs hide the hand-offs between batches. I/O binding's buffers are shared: one run.
     """
     if settings.io_binding:
         return 1
     wanted = settings.inference_runs or (1 if uses_cuda else 2)
-    if settings.max_batch_pixels:
-        batch_pixels = batch_limit(settings, card) * card.input.height * card.input.width
-        wanted = min(wanted, settings.max_batch_pixels // batch_pixels)
-    return max(1, wanted)
+    return max(1, min(wanted, batch_limit(settings, card)))
+
+
+def rows_per_run(settings: Settings, card: ModelCard, runs: int) -> int:
+    """Most rows per batch when `runs` batches may be in flight: the batch limit split among them."""
+    return max(1, batch_limit(settings, card) // runs)
 
 
 def _versions(model_dir: Path) -> list[int]:
@@ -151,9 +154,6 @@ class ModelRegistry:
     def batch_limit(self, card: ModelCard) -> int:
         return batch_limit(self.settings, card)
 
-    def inference_runs(self, card: ModelCard, plan: DevicePlan) -> int:
-        return inference_runs(self.settings, card, plan.uses_cuda)
-
     def warmup_sizes(self, plan: DevicePlan, card: ModelCard | None = None) -> list[int]:
         largest = self.batch_limit(card) if card is not None else self.settings.max_batch_size
         if self.settings.warmup_batch_sizes:
@@ -185,7 +185,6 @@ class ModelRegistry:
             profile = InputProfile(
                 card.input.name, card.input.height, card.input.width, self.batch_limit(card)
             )
-            entry.runs = self.inference_runs(card, plan)
             session = create_session(onnx_path, self.settings, plan, profile)
         except Exception as exc:
             raise ModelLoadError(f"ONNX Runtime cannot open {onnx_path}: {exc}") from exc
@@ -200,29 +199,37 @@ class ModelRegistry:
             raise ModelLoadError(f"I/O binding cannot be set up for {onnx_path}: {exc}") from exc
         _check_signature(session, card)
         loaded = time.perf_counter()
-        per_run = 0.0
-        for size in self.warmup_sizes(plan, card):
-            batch = np.zeros((size, card.input.height, card.input.width, 3), np.uint8)
-            run_started = time.perf_counter()
-            try:
-                outputs = entry.run(batch)
-            except Exception as exc:
-                raise ModelLoadError(f"warm-up at batch {size} failed: {exc}") from exc
-            per_run = time.perf_counter() - run_started
-            for output, spec in zip(outputs, card.outputs, strict=True):
-                expected = [size if dim == -1 else dim for dim in spec.shape]
-                if list(output.shape) != expected:
-                    raise ModelLoadError(
-                        f"output {spec.name} has shape {list(output.shape)}, card says {expected}"
-                    )
+        seconds = {size: self._warm_up(entry, card, size) for size in self.warmup_sizes(plan, card)}
+        entry.runs = inference_runs(s, card, plan.uses_cuda)
+        entry.rows_per_run = rows_per_run(s, card, entry.runs)
+        if entry.rows_per_run not in seconds:  # the size the batcher will form most
+            seconds[entry.rows_per_run] = self._warm_up(entry, card, entry.rows_per_run)
         entry.provider = session.get_providers()[0]
         entry.load_seconds = time.perf_counter() - started
         logger.info(
-            "model loaded name=%s version=%s path=%s provider=%s runs=%d load_ms=%.0f warmup_ms=%.0f",
-            entry.name, entry.version, entry.path, entry.provider, entry.runs,
+            "model loaded name=%s version=%s path=%s provider=%s runs=%d rows_per_run=%d load_ms=%.0f warmup_ms=%.0f",
+            entry.name, entry.version, entry.path, entry.provider, entry.runs, entry.rows_per_run,
             (loaded - started) * 1e3, (time.perf_counter() - loaded) * 1e3,
         )  # fmt: skip
-        return per_run
+        return seconds[entry.rows_per_run]
+
+    @staticmethod
+    def _warm_up(entry: ModelEntry, card: ModelCard, size: int) -> float:
+        """One run at batch `size`, its outputs checked against the card. Returns its seconds."""
+        batch = np.zeros((size, card.input.height, card.input.width, 3), np.uint8)
+        run_started = time.perf_counter()
+        try:
+            outputs = entry.run(batch)
+        except Exception as exc:
+            raise ModelLoadError(f"warm-up at batch {size} failed: {exc}") from exc
+        seconds = time.perf_counter() - run_started
+        for output, spec in zip(outputs, card.outputs, strict=True):
+            expected = [size if dim == -1 else dim for dim in spec.shape]
+            if list(output.shape) != expected:
+                raise ModelLoadError(
+                    f"output {spec.name} has shape {list(output.shape)}, card says {expected}"
+                )
+        return seconds
 
     async def load_all(self, plan: DevicePlan) -> None:
         """Load every `loading` entry, one at a time (they would only fight over 2 cores)."""
@@ -253,7 +260,7 @@ class ModelRegistry:
             entry.name,
             entry.run,
             (entry.card.input.height, entry.card.input.width, 3),
-            max_batch_size=self.batch_limit(entry.card),
+            max_batch_size=entry.rows_per_run,
             max_queue_delay_ms=s.max_queue_delay_ms,
             max_queue_size=s.max_queue_size,
             observer=entry.metrics,

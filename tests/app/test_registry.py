@@ -131,18 +131,20 @@ def test_models_with_large_inputs_get_smaller_batches(model_repository: Path) ->
     assert uncapped.batch_limit(segmentation) == 8
 
 
-def test_two_runs_in_flight_on_the_cpu_one_where_the_batches_are_large_or_on_cuda(
-    model_repository: Path,
-) -> None:
-    from app.registry import inference_runs
+def test_two_runs_in_flight_on_the_cpu_share_the_batch_limit_one_on_cuda(model_repository: Path) -> None:
+    from app.registry import inference_runs, rows_per_run
 
     registry = registry_for(model_repository, max_batch_size=8, max_batch_pixels=1 << 20)
     cards = {c.task: c for c in (ModelCard.read(e.path / CARD_FILE) for e in registry.entries.values())}
     settings = registry.settings
     runs = {task: inference_runs(settings, card, uses_cuda=False) for task, card in cards.items()}
-    assert runs == {"classification": 2, "pose": 2, "segmentation": 1}  # 2 × 512×1024 fill the cap
+    assert runs == {"classification": 2, "pose": 2, "segmentation": 2}
+    rows = {task: rows_per_run(settings, card, runs[task]) for task, card in cards.items()}
+    assert rows == {"classification": 4, "pose": 4, "segmentation": 1}  # as many rows in flight as one batch
     assert inference_runs(settings, cards["classification"], uses_cuda=True) == 1
-    explicit = settings.model_copy(update={"inference_runs": 3, "max_batch_pixels": 0})
-    assert inference_runs(explicit, cards["segmentation"], uses_cuda=False) == 3
-    bound = settings.model_copy(update={"io_binding": True})
+    explicit = settings.model_copy(update={"inference_runs": 3})
+    assert inference_runs(explicit, cards["pose"], uses_cuda=False) == 3
+    assert rows_per_run(explicit, cards["pose"], 3) == 2
+    assert inference_runs(explicit, cards["segmentation"], uses_cuda=False) == 2  # never more runs than rows
+    bound = settings.model_copy(update={"io_binding": True, "inference_runs": 2})
     assert inference_runs(bound, cards["classification"], uses_cuda=True) == 1
