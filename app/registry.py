@@ -154,8 +154,8 @@ class ModelRegistry:
     def batch_limit(self, card: ModelCard) -> int:
         return batch_limit(self.settings, card)
 
-    def warmup_sizes(self, plan: DevicePlan, card: ModelCard | None = None) -> list[int]:
-        largest = self.batch_limit(card) if card is not None else self.settings.max_batch_size
+    def warmup_sizes(self, plan: DevicePlan, largest: int) -> list[int]:
+        """The batch sizes to run once at start, up to `largest`, the biggest batch the batcher forms."""
         if self.settings.warmup_batch_sizes:
             return sorted({min(size, largest) for size in self.settings.warmup_batch_sizes})
         return list(range(1, largest + 1)) if plan.uses_cuda else sorted({1, largest})
@@ -199,11 +199,11 @@ class ModelRegistry:
             raise ModelLoadError(f"I/O binding cannot be set up for {onnx_path}: {exc}") from exc
         _check_signature(session, card)
         loaded = time.perf_counter()
-        seconds = {size: self._warm_up(entry, card, size) for size in self.warmup_sizes(plan, card)}
         entry.runs = inference_runs(s, card, plan.uses_cuda)
         entry.rows_per_run = rows_per_run(s, card, entry.runs)
-        if entry.rows_per_run not in seconds:  # the size the batcher will form most
-            seconds[entry.rows_per_run] = self._warm_up(entry, card, entry.rows_per_run)
+        seconds = {
+            size: self._warm_up(entry, card, size) for size in self.warmup_sizes(plan, entry.rows_per_run)
+        }
         entry.provider = session.get_providers()[0]
         entry.load_seconds = time.perf_counter() - started
         logger.info(
@@ -211,7 +211,7 @@ class ModelRegistry:
             entry.name, entry.version, entry.path, entry.provider, entry.runs, entry.rows_per_run,
             (loaded - started) * 1e3, (time.perf_counter() - loaded) * 1e3,
         )  # fmt: skip
-        return seconds[entry.rows_per_run]
+        return seconds[max(seconds)]
 
     @staticmethod
     def _warm_up(entry: ModelEntry, card: ModelCard, size: int) -> float:
