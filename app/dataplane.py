@@ -31,7 +31,17 @@ from app.errors import (
     QueueFull,
     ServiceError,
 )
-from app.imaging import DecodedImage, decode_image, encode_jpeg, encode_png, open_image, upright_size
+from app.imaging import (
+    DecodedImage,
+    answer_canvas,
+    answer_size,
+    check_answer_aspect,
+    decode_image,
+    encode_jpeg,
+    encode_png,
+    open_image,
+    upright_size,
+)
 from app.observability import annotate
 from app.registry import ModelEntry, ModelRegistry
 from app.schemas import (
@@ -117,8 +127,17 @@ class DataPlane:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    async def _in_pool(self, deadline: float, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` on the decode pool; `DeadlineExceeded` at `deadline` (monotonic seconds).
+
+        The deadline holds for decoding and for the work after inference alike; the thread itself
+        runs on (it cannot be stopped), which is why that work is bounded by the answer's size.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed while its images were processed") from None
 
     def _model(self, name: str | None, task: Task) -> tuple[ModelEntry, ModelCard]:
         entry = self.registry.resolve(name, task)
@@ -163,7 +182,7 @@ class DataPlane:
             batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
             sizes = await asyncio.gather(
                 *(
-                    self._in_pool(self._prepare_classification, data, card, batch[i])
+                    self._in_pool(clock.deadline, self._prepare_classification, data, card, batch[i])
                     for i, data in enumerate(images)
                 )
             )
@@ -204,7 +223,7 @@ class DataPlane:
             batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
             prepared = await asyncio.gather(
                 *(
-                    self._in_pool(self._prepare_segmentation, data, card, batch[i], overlay)
+                    self._in_pool(clock.deadline, self._prepare_segmentation, data, card, batch[i], overlay)
                     for i, data in enumerate(images)
                 )
             )
@@ -214,13 +233,13 @@ class DataPlane:
         if wants_image:
             decoded, fitted = prepared[0]
             content = await self._in_pool(
-                self._segmentation_image, masks[0], decoded, fitted, card, overlay, output
+                clock.deadline, self._segmentation_image, masks[0], decoded, fitted, card, overlay, output
             )
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
             return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
         results = await asyncio.gather(
             *(
-                self._in_pool(self._segmentation_json, mask, decoded, fitted, card)
+                self._in_pool(clock.deadline, self._segmentation_json, mask, decoded, fitted, card)
                 for mask, (decoded, fitted) in zip(masks, prepared, strict=True)
             )
         )
@@ -231,13 +250,24 @@ class DataPlane:
     def _prepare_segmentation(
         self, data: bytes, card: ModelCard, row: np.ndarray, overlay: bool
     ) -> tuple[DecodedImage, tuple[int, int]]:
-        """Write the canvas into `row`; keep the full image only where an overlay needs it."""
-        needed = None if overlay else (lambda size: segmentation.resized_size(size, card))
-        decoded = decode_image(data, self.settings.max_image_pixels, needed)
+        """Write the model's canvas into `row`; keep only what the answer needs while it waits.
+
+        That is the image's size, and for an overlay the image at the answer's size (at most
+        `ANSWER_MAX_SIDE`): 24 queued overlays of 6300² held 2.8 GB of full-size pixels before.
+        """
+
+        def needed(size: tuple[int, int]) -> tuple[int, int]:
+            model = segmentation.resized_size(size, card)
+            if not overlay:
+                return model
+            drawn = answer_size(size)
+            return max(model[0], drawn[0]), max(model[1], drawn[1])
+
+        check = check_answer_aspect if overlay else None
+        decoded = decode_image(data, self.settings.max_image_pixels, needed, check)
         fitted = segmentation.preprocess(decoded, card, row)
-        if not overlay:  # the answer needs only the size; free the pixels while the request waits
-            decoded = DecodedImage(Image.new("RGB", (1, 1)), decoded.size)
-        return decoded, fitted
+        kept = answer_canvas(decoded.image, decoded.size) if overlay else Image.new("RGB", (1, 1))
+        return DecodedImage(kept, decoded.size), fitted
 
     @staticmethod
     def _segmentation_json(
@@ -264,10 +294,14 @@ class DataPlane:
         overlay: bool,
         output: ImageFormat,
     ) -> bytes:
-        full = segmentation.mask_to_image_size(mask.astype(np.uint8, copy=False), fitted, decoded.size)
-        if not overlay:
-            return encode_png(segmentation.mask_image(full, card))
-        blended = segmentation.overlay(decoded.image, full, card)
+        mask = mask.astype(np.uint8, copy=False)
+        if not overlay:  # the mask at the image's size
+            return encode_png(
+                segmentation.mask_image(segmentation.mask_to_image_size(mask, fitted, decoded.size), card)
+            )
+        # The overlay at the size of the kept image (`answer_size`), never the upload's.
+        scaled = segmentation.mask_to_image_size(mask, fitted, decoded.image.size)
+        blended = segmentation.overlay(decoded.image, scaled, card)
         return encode_jpeg(blended) if output == "jpeg" else encode_png(blended)
 
     # -- pose ------------------------------------------------------------------------------------
@@ -291,21 +325,21 @@ class DataPlane:
         assert entry.batcher is not None
         with self._tracked(entry):
             if slots == 0:  # an explicit empty list of boxes: nobody to look at
-                decoded = await self._in_pool(self._decode_for_pose, images[0], wants_image)
+                decoded = await self._in_pool(clock.deadline, self._decode_for_pose, images[0], wants_image)
                 clock.preprocessed()
                 found: list[Person] = []
             else:
                 with entry.batcher.reserve(slots, clock.deadline) as reservation:
                     batch = np.empty((slots, card.input.height, card.input.width, 3), np.uint8)
                     decoded, person_boxes, crops = await self._in_pool(
-                        self._prepare_pose, images[0], boxes, card, batch, flip, wants_image
+                        clock.deadline, self._prepare_pose, images[0], boxes, card, batch, flip, wants_image
                     )
                     clock.preprocessed()
                     outcome = await reservation.submit(batch, clock.deadline)
                 keypoints, scores = pose_task.decode_people(outcome.outputs[0], crops, card, flip)
                 found = pose_task.people(person_boxes, keypoints, scores, card)
         if wants_image:
-            content = await self._in_pool(self._pose_image, decoded, found, card, output)
+            content = await self._in_pool(clock.deadline, self._pose_image, decoded, found, card, output)
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
             return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
         return PoseResponse(
@@ -317,10 +351,11 @@ class DataPlane:
             timing=clock.timing(outcome),
         )
 
-    def _decode_for_pose(self, data: bytes, full: bool) -> DecodedImage:
-        """The whole image (to draw on), or only its header (for its size)."""
-        if full:
-            return decode_image(data, self.settings.max_image_pixels)
+    def _decode_for_pose(self, data: bytes, drawn: bool) -> DecodedImage:
+        """The image at the answer's size (to draw on), or only its header (for its size)."""
+        if drawn:
+            decoded = decode_image(data, self.settings.max_image_pixels, answer_size, check_answer_aspect)
+            return DecodedImage(answer_canvas(decoded.image, decoded.size), decoded.size)
         header = open_image(data, self.settings.max_image_pixels)
         return DecodedImage(header, upright_size(header))
 
@@ -333,32 +368,38 @@ class DataPlane:
         flip: bool,
         keep_pixels: bool = True,
     ) -> tuple[DecodedImage, np.ndarray, pose_task.Crops]:
-        """Crop the people into `batch`; keep the full image only where the answer draws on it.
+        """Crop the people into `batch`; keep the image, at the answer's size, only where the answer
+        draws on it.
 
-        A JPEG is decoded at the smallest DCT scale the crops allow (`pose.draft_size`: a third of
-        the time at 1080p), except when the answer draws on it: the drawing is full size.
+        A JPEG is decoded at the smallest DCT scale the crops (and the drawing) allow
+        (`pose.draft_size`: a third of the time at 1080p).
         """
 
         def needed_size(size: tuple[int, int]) -> tuple[int, int]:
             people = boxes if boxes is not None else pose_task.whole_image_box(size)
-            return pose_task.draft_size(size, people, card)
+            crops = pose_task.draft_size(size, people, card)
+            if not keep_pixels:
+                return crops
+            drawn = answer_size(size)
+            return max(crops[0], drawn[0]), max(crops[1], drawn[1])
 
-        decoded = decode_image(data, self.settings.max_image_pixels, None if keep_pixels else needed_size)
+        check = check_answer_aspect if keep_pixels else None
+        decoded = decode_image(data, self.settings.max_image_pixels, needed_size, check)
         if boxes is None:
             boxes = pose_task.whole_image_box(decoded.size)
         else:
             pose_task.check_boxes_in_image(boxes, decoded.size)
         image = np.asarray(decoded.image)
         crops = pose_task.crop_people(image, boxes, card, batch, flip, decoded.reduction)
-        if not keep_pixels:  # 64 queued 1080p requests held ~400 MB of pixels only for their size
-            decoded = DecodedImage(Image.new("RGB", (1, 1)), decoded.size)
-        return decoded, boxes, crops
+        # 64 queued 1080p requests held ~400 MB of pixels only for their size.
+        kept = answer_canvas(decoded.image, decoded.size) if keep_pixels else Image.new("RGB", (1, 1))
+        return DecodedImage(kept, decoded.size), boxes, crops
 
     @staticmethod
     def _pose_image(
         decoded: DecodedImage, found: list[Person], card: ModelCard, output: ImageFormat
     ) -> bytes:
-        drawn = pose_task.draw(decoded.image, found, card)
+        drawn = pose_task.draw(decoded.image, found, card, decoded.size)
         return encode_jpeg(drawn) if output == "jpeg" else encode_png(drawn)
 
     # -- raw tensors (the Open Inference Protocol, app/protocol) --------------------------------

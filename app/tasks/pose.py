@@ -152,14 +152,23 @@ def skeleton_names(card: ModelCard) -> list[tuple[str, str]]:
     return [(card.labels[a], card.labels[b]) for a, b in card.skeleton or []]
 
 
-def draw(image: Image.Image, found: list[Person], card: ModelCard) -> Image.Image:
-    """The image with each person's box, limbs and keypoints (scores ≥ `DRAW_THRESHOLD`) drawn."""
+def draw(
+    image: Image.Image, found: list[Person], card: ModelCard, size_wh: tuple[int, int] | None = None
+) -> Image.Image:
+    """The image with each person's box, limbs and keypoints (scores ≥ `DRAW_THRESHOLD`) drawn.
+
+    `found` is in the pixels of an image of `size_wh` (default: `image`'s own); `image` may be
+    that image at another scale (the answer's canvas), and is drawn on at its own size. The pen
+    follows the canvas: at most `ANSWER_MAX_SIDE` / 300 px wide there, so the drawing is bounded.
+    """
     canvas = image.convert("RGB")
     pen = ImageDraw.Draw(canvas)
+    sx, sy = (canvas.width / size_wh[0], canvas.height / size_wh[1]) if size_wh else (1.0, 1.0)
     width = max(2, round(max(canvas.size) / 300))
     for person in found:
-        pen.rectangle(person.box, outline=(0, 255, 0), width=width)
-        points = {k.name: (k.x, k.y) for k in person.keypoints if k.score >= DRAW_THRESHOLD}
+        x1, y1, x2, y2 = person.box
+        pen.rectangle((x1 * sx, y1 * sy, x2 * sx, y2 * sy), outline=(0, 255, 0), width=width)
+        points = {k.name: (k.x * sx, k.y * sy) for k in person.keypoints if k.score >= DRAW_THRESHOLD}
         for a, b in skeleton_names(card):
             if a in points and b in points:
                 pen.line([points[a], points[b]], fill=(255, 128, 0), width=width)
