@@ -131,7 +131,9 @@ class Settings(BaseSettings):
         description="images waiting per model (decoding or queued) before new requests get 503",
     )
     request_timeout_ms: float = Field(
-        default=30_000.0, gt=0, description="deadline of a request from its arrival; 504 after"
+        default=30_000.0,
+        gt=0,
+        description="deadline of a request from the end of its head: its body must be in by then (else 408), its answer too (else 504)",
     )
 
     # Inputs
@@ -164,7 +166,20 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=64,
         ge=1,
-        description="requests handled at once (health and metrics excepted); 503 with Retry-After beyond, before the body is read",
+        description="requests handled at once, counted once their body is in (health and metrics excepted); 503 with Retry-After beyond",
+    )
+    max_inflight_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="request bodies held at once, being received or handled; a request that would go past it gets 503 with Retry-After (one is always let in)",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a connection may take to send a request's head (from its first byte, or from the connection's opening); 408 and closed after. The body must then arrive within REQUEST_TIMEOUT_MS",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="largest request head (request line and headers); 431 beyond"
     )
     shutdown_drain_s: float = Field(
         default=0.0,

@@ -61,6 +61,7 @@ from app.schemas import (
 )
 from app.tasks import classification, segmentation
 from app.tasks import pose as pose_task
+from app.traffic import request_deadline
 
 T = TypeVar("T")
 ImageFormat = Literal["json", "png", "jpeg"]
@@ -93,7 +94,8 @@ class _Clock:
 
     def __init__(self, timeout_ms: float) -> None:
         self.started = time.monotonic()
-        self.deadline = self.started + timeout_ms / 1e3
+        # From the end of the request's head when the HTTP layer set it (its body's time counts).
+        self.deadline = request_deadline() or self.started + timeout_ms / 1e3
         self.preprocess_ms = 0.0
 
     def preprocessed(self) -> None:

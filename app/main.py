@@ -22,7 +22,7 @@ from app.registry import ModelRegistry
 from app.reload import ModelReloader
 from app.runtime import plan_device
 from app.security import ApiKeyMiddleware
-from app.traffic import CancelOnDisconnectMiddleware, ConcurrencyLimitMiddleware, ContentEncodingMiddleware
+from app.traffic import AdmissionMiddleware, CancelOnDisconnectMiddleware, ContentEncodingMiddleware
 
 # Young collections every 10 000 new objects instead of 700: a request allocates thousands.
 GC_YOUNG_THRESHOLD = 10_000
@@ -87,7 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CancelOnDisconnectMiddleware)  # a gone client's request leaves the queue
     app.add_middleware(ContentEncodingMiddleware)  # compressed bodies: 415, never inflated
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests)  # 503
+    app.add_middleware(  # the body within the deadline and the byte budget, then 503 past the count
+        AdmissionMiddleware,
+        limit=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
+        max_inflight_bytes=settings.max_inflight_bytes,
+        timeout_s=settings.request_timeout_ms / 1e3,
+    )
     app.add_middleware(ApiKeyMiddleware, settings=settings)  # 401/403 before any work
     if settings.cors_origins:  # closed unless configured
         app.add_middleware(

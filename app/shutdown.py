@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.connections import server_config
 from app.dataplane import DataPlane
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,6 @@ class GracefulServer(uvicorn.Server):
 
 def serve(app: FastAPI, settings: Settings) -> None:
     """Run the app (made by `create_app(settings)`) until a signal, with the drain and grace above."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # the service's own logging (app.observability)
-        access_log=False,  # app.observability writes the access lines, with request IDs
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,  # a backstop: see `_abort`
-    )
+    config = server_config(app, settings)  # head deadline and size bound: app.connections
     plane: DataPlane = app.state.dataplane
     GracefulServer(config, plane, settings.shutdown_drain_s, settings.shutdown_grace_s).run()

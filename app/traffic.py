@@ -1,8 +1,11 @@
 """ASGI middleware that keeps the service answering under load and abuse (after BentoML's traffic.py).
 
-- `ConcurrencyLimitMiddleware`: at most MAX_CONCURRENT_REQUESTS requests in the app at once; the
-  next one is answered 503 with `Retry-After` at once, before its body is read, so a burst costs
-  neither memory nor a queue. Health, metrics and the docs are let through.
+- `AdmissionMiddleware`: reads a request's body first, within the request's deadline
+  (REQUEST_TIMEOUT_MS from the end of its head: 408 and closed after) and within a budget of
+  bytes held by all requests (MAX_INFLIGHT_BYTES), and only then counts it against
+  MAX_CONCURRENT_REQUESTS: 64 bodies trickling in at 1 byte/s held every slot before. Over the
+  limit is answered 503 with `Retry-After` at once, never queued. Health, metrics and the docs
+  are let through.
 - `ContentEncodingMiddleware`: a compressed body (`Content-Encoding: gzip`, ...) is refused with
   415 unread, so a zip bomb sent to /v1 is just a small body (the /v2 infer routes inflate
   gzip and deflate themselves, bounded by MAX_BODY_BYTES).
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -30,6 +35,7 @@ from app.errors import error_response
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc"})
 _CLOSE = {"Connection": "close"}  # the unread body makes the connection unusable
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; never sent
+_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
 
 
 def is_unlimited(path: str) -> bool:
@@ -53,31 +59,157 @@ async def refuse(
     await response(scope, receive, send)
 
 
-class ConcurrencyLimitMiddleware:
-    """A non-blocking admission check: over the limit is answered at once, never queued."""
+def request_deadline() -> float | None:
+    """Monotonic seconds at which the current request's time is up (set by `AdmissionMiddleware`)."""
+    return _deadline.get()
 
-    def __init__(self, app: ASGIApp, limit: int, retry_after_s: int = 1) -> None:
+
+class AdmissionMiddleware:
+    """Body first, within a deadline and a byte budget; then a non-blocking count of requests.
+
+    Invariants: `bytes_held` is the sum of the bodies (declared, or received so far) of the
+    requests inside this middleware; `in_flight` counts those whose body is in and that are handled.
+    A refusal before the body is in reads and drops the rest of it (within the deadline), so the
+    client reads its 503 instead of a connection reset.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        max_body_bytes: int,
+        max_inflight_bytes: int,
+        timeout_s: float,
+        retry_after_s: int = 1,
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.max_body_bytes = max_body_bytes
+        self.max_inflight_bytes = max_inflight_bytes
+        self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self.in_flight = 0
+        self.bytes_held = 0
+
+    def _overloaded(self, why: str) -> tuple[str, dict[str, str]]:
+        return f"{why}; retry later", {"Retry-After": str(self.retry_after_s)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_unlimited(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
-            message = (
-                f"{self.in_flight} requests in progress (MAX_CONCURRENT_REQUESTS={self.limit}); retry later"
-            )
-            headers = {"Retry-After": str(self.retry_after_s), **_CLOSE}
-            await refuse(scope, receive, send, 503, "overloaded", message, headers)
-            return
-        self.in_flight += 1
+        deadline = time.monotonic() + self.timeout_s
+        token = _deadline.set(deadline)
+        declared = Headers(scope=scope).get("content-length", "")
+        held = int(declared) if declared.isdigit() and len(declared) < 19 else 0
+        if held > self.max_body_bytes:  # BodyLimitMiddleware answers the 413 at the first read
+            held = 0
         try:
-            await self.app(scope, receive, send)
+            if held == 0 and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self.app(scope, receive, send)
+                return
+            if self.bytes_held and self.bytes_held + held > self.max_inflight_bytes:
+                text, headers = self._overloaded(
+                    f"{self.bytes_held} bytes of requests in progress (MAX_INFLIGHT_BYTES={self.max_inflight_bytes})"
+                )
+                held = 0
+                await self._refuse_after_draining(scope, receive, send, deadline, text, headers)
+                return
+            self.bytes_held += held
+            chunks: list[bytes] = []
+            received = 0
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    text = f"the body did not arrive within {self.timeout_s:g} s (REQUEST_TIMEOUT_MS)"
+                    await refuse(scope, receive, send, 408, "request_timeout", text, _CLOSE)
+                    return
+                if message["type"] == "http.disconnect":  # gone mid-upload: nothing to answer
+                    await _client_gone(send)
+                    return
+                chunk = message.get("body", b"")
+                if chunk:
+                    chunks.append(chunk)
+                    received += len(chunk)
+                    if received > held:  # chunked, or more than declared
+                        self.bytes_held += received - held
+                        held = received
+                if received > self.max_body_bytes:  # BodyLimitMiddleware answers the 413
+                    await self.app(scope, _replaying(chunks, False, receive), send)
+                    return
+                if not message.get("more_body", False):
+                    break
+                if self.bytes_held > self.max_inflight_bytes and self.bytes_held > held:
+                    chunks.clear()
+                    text, headers = self._overloaded(
+                        f"{self.bytes_held} bytes of requests in progress (MAX_INFLIGHT_BYTES={self.max_inflight_bytes})"
+                    )
+                    await self._refuse_after_draining(scope, receive, send, deadline, text, headers)
+                    return
+            if self.in_flight >= self.limit:
+                text, headers = self._overloaded(
+                    f"{self.in_flight} requests in progress (MAX_CONCURRENT_REQUESTS={self.limit})"
+                )
+                await refuse(scope, receive, send, 503, "overloaded", text, headers)
+                return
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self.in_flight += 1
+            try:
+                await self.app(scope, _replaying([body], True, receive), send)
+            finally:
+                self.in_flight -= 1
         finally:
-            self.in_flight -= 1
+            self.bytes_held -= held
+            _deadline.reset(token)
+
+    async def _refuse_after_draining(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        deadline: float,
+        message: str,
+        headers: dict[str, str],
+    ) -> None:
+        """Read and drop the rest of the body (bounded in bytes and time), then answer 503."""
+        dropped = 0
+        complete = False
+        with contextlib.suppress(TimeoutError):
+            while dropped <= self.max_body_bytes:
+                event = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                if event["type"] == "http.disconnect":
+                    await _client_gone(send)
+                    return
+                dropped += len(event.get("body", b""))
+                if not event.get("more_body", False):
+                    complete = True
+                    break
+        await refuse(
+            scope, receive, send, 503, "overloaded", message, headers if complete else {**headers, **_CLOSE}
+        )
+
+
+def _replaying(chunks: list[bytes], complete: bool, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read (whole when `complete`), then the server's."""
+    pending: list[Message] = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+    if complete and pending:
+        pending[-1]["more_body"] = False
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _client_gone(send: Send) -> None:
+    """Record a 499 (the server drops it: the client is gone) for the metrics and the access log."""
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
 
 class ContentEncodingMiddleware:

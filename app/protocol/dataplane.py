@@ -9,6 +9,7 @@ and gives comes from its card, which the registry checked against the ONNX graph
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from app.protocol.datamodels import (
 )
 from app.registry import ModelEntry
 from app.tasks import classification
+from app.traffic import request_deadline
 
 SERVER_NAME = "mnv2-serve"
 PLATFORM = "onnxruntime_onnx"
@@ -134,7 +136,8 @@ class ProtocolPlane:
         requested = (parsed.request.parameters or {}).get("timeout")  # Triton's, in microseconds
         if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
             timeout_s = min(timeout_s, requested / 1e6)
-        outcome = await self.plane.run_rows(entry, parsed.rows, started + timeout_s)
+        deadline = min(started + timeout_s, request_deadline() or math.inf)  # the body's time counts
+        outcome = await self.plane.run_rows(entry, parsed.rows, deadline)
         outputs = [self._output(w, outcome.outputs[w.index], card) for w in parsed.wanted]
         return await asyncio.to_thread(
             codec.encode_response, entry.name, str(card.version), parsed.request.id, outputs

@@ -22,6 +22,7 @@ from PIL import Image
 
 from app.card import ModelCard
 from app.config import Settings
+from app.connections import server_config
 from app.main import create_app
 
 # Small batches and a single warm-up size keep each server's start to a few seconds on 2 cores.
@@ -45,9 +46,8 @@ def serve(repository: Path, **overrides: Any) -> Iterator[RunningServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=5)
-    )
+    config = server_config(create_app(settings), settings, log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     running = RunningServer(f"http://127.0.0.1:{port}", settings)

@@ -7,21 +7,27 @@ answers within a second, the slots come back, resident memory stays within its f
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.conftest import encode
+from tests.app.conftest import RunningServer, encode, serve
 from tests.app.processes import AppProcess, run_app
+from tests.app.tiny_models import write_classifier
 
 PNG = {"content-type": "image/png"}
 HEALTH_BOUND_S = 1.0  # the README's promise: probes answer within a second, whatever else runs
@@ -98,3 +104,138 @@ def test_image_answers_of_extreme_images_are_refused_or_bounded_and_health_answe
     assert drawn == [(2048, 64), (2048, 64)]  # drawn on the bounded canvas
     print(f"slowest /healthz during the drawing attacks: {slowest() * 1e3:.0f} ms")
     assert slowest() < HEALTH_BOUND_S
+
+
+# -- 2. slow heads and bodies took every slot -----------------------------------------------------
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (b"" if it sent nothing)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def status_and_body(answer: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repository = tmp_path_factory.mktemp("tiny-repository")
+    write_classifier(repository, "tiny", 1)
+    return repository
+
+
+@pytest.fixture(scope="module")
+def strict_server(tiny_repository: Path) -> Iterator[RunningServer]:
+    """Small bounds, so that what takes the defaults 10 and 30 s takes 1 and 2 s here."""
+    with serve(
+        tiny_repository, max_concurrent_requests=4, request_timeout_ms=2000, header_timeout_s=1.0
+    ) as running:
+        yield running
+
+
+def test_slow_heads_and_bodies_hold_no_slot_and_are_closed_at_their_deadlines(
+    strict_server: RunningServer,
+) -> None:
+    url = strict_server.url
+    head = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    slow_bodies = [connect(url) for _ in range(16)]  # 4 times MAX_CONCURRENT_REQUESTS
+    for sock in slow_bodies:
+        sock.sendall(head)
+    slow_heads = [connect(url) for _ in range(16)]
+    silent = [connect(url) for _ in range(4)]
+    stop = threading.Event()
+
+    def trickle() -> None:  # one byte a connection every 0.25 s, until the server closes them
+        open_ = [*slow_bodies, *slow_heads]
+        for i in itertools.count():
+            if stop.wait(0.25):
+                return
+            for sock in list(open_):
+                try:
+                    sock.send((b"x" if sock in slow_bodies else head)[i % len(head) : i % len(head) + 1])
+                except OSError:
+                    open_.remove(sock)
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        time.sleep(0.5)  # every slow connection is in, sending
+        with strict_server.client(timeout=10) as client:
+            served = [
+                client.post("/v1/classify", content=encode(np.zeros((40, 40, 3), np.uint8)), headers=PNG)
+                for _ in range(8)
+            ]
+            health = client.get("/healthz")
+        body_answers = [read_answer(sock) for sock in slow_bodies]  # each until the server closes it
+        head_answers = [read_answer(sock) for sock in slow_heads]
+        silent_answers = [read_answer(sock) for sock in silent]
+        with strict_server.client(timeout=10) as client:
+            after = [
+                client.post("/v1/classify", content=encode(np.zeros((40, 40, 3), np.uint8)), headers=PNG)
+                for _ in range(4)
+            ]
+    finally:
+        stop.set()
+        trickler.join(timeout=5)
+        for sock in [*slow_bodies, *slow_heads, *silent]:
+            sock.close()
+    assert [r.status_code for r in served] == [200] * 8  # the slow ones held none of the 4 slots
+    assert health.status_code == 200
+    bodies = [status_and_body(a) for a in body_answers]
+    assert {(status, body["error"]["code"]) for status, body in bodies} == {(408, "request_timeout")}
+    heads = [status_and_body(a) for a in head_answers]
+    assert {(status, body["error"]["code"]) for status, body in heads} == {(408, "request_timeout")}
+    assert all(b"x-request-id" in a.lower() for a in head_answers)
+    assert silent_answers == [b""] * 4  # closed without a word: they asked nothing
+    assert [r.status_code for r in after] == [200] * 4  # the slots are all there
+
+
+# -- 9 and 15. heads too large, and HTTP that is not HTTP ----------------------------------------
+
+
+def test_a_head_over_max_header_bytes_gets_a_json_431_without_being_read(
+    strict_server: RunningServer,
+) -> None:
+    over = connect(strict_server.url)
+    over.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    status, body = status_and_body(read_answer(over))
+    over.close()
+
+    def huge() -> None:  # 20 MB of one header: read up to 64 KiB, then the connection is closed
+        with contextlib.suppress(OSError), connect(strict_server.url) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000_000)
+
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda _: huge(), range(5)))
+    with strict_server.client() as client:
+        health = client.get("/healthz", headers={"X-Fine": "a" * 30_000})  # within the bound
+    assert (status, body["error"]["code"]) == (431, "header_too_large")
+    assert "MAX_HEADER_BYTES" in body["error"]["message"]
+    assert health.status_code == 200
+
+
+def test_bad_http_gets_uvicorns_400_as_json_with_a_request_id(strict_server: RunningServer) -> None:
+    answers = []
+    for request in (
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    ):
+        with connect(strict_server.url) as sock:
+            sock.sendall(request)
+            answers.append(read_answer(sock))
+    for answer in answers:
+        status, body = status_and_body(answer)
+        assert (status, body["error"]["code"]) == (400, "bad_request")
+        assert b"content-type: application/json" in answer.lower()
+        assert b"x-request-id: " in answer.lower()

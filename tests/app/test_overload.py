@@ -157,36 +157,43 @@ def test_client_disconnect_while_queued_frees_its_slot_and_its_batch_still_runs(
 
 
 @pytest.fixture(scope="module")
-def two_request_server(tiny_repository: Path) -> Iterator[RunningServer]:
-    with serve(tiny_repository, max_concurrent_requests=2) as running:
+def two_request_server(model_repository: Path, names: dict[str, str]) -> Iterator[RunningServer]:
+    with serve(
+        model_repository, models=[names["pose"]], max_batch_size=2, max_queue_size=200, max_concurrent_requests=2
+    ) as running:
         yield running
 
 
-def test_requests_beyond_max_concurrent_requests_get_503_before_their_body_is_read(
+def test_requests_beyond_max_concurrent_requests_get_503_at_once_and_probes_still_answer(
     two_request_server: RunningServer,
 ) -> None:
-    url = two_request_server.url
-    head = {"Content-Type": "image/png", "Content-Length": "1000000"}
-    slow = [raw_request(url, "POST", "/v1/classify", b"\x89PNG", head) for _ in range(2)]  # bodies never end
-    try:
-        time.sleep(0.3)
-        with two_request_server.client() as client:
-            started = time.perf_counter()
-            refused = client.post("/v1/classify", content=solid(10), headers=PNG)
-            elapsed = time.perf_counter() - started
-            health = client.get("/healthz")
-            metrics = client.get("/metrics")
-    finally:
-        for sock in slow:
-            sock.close()
+    image = encode(scene(200, 200))
+    params = {"boxes": json.dumps([[0, 0, 100 + i % 50, 200] for i in range(60)])}  # 30 batches each
+
+    def busy() -> httpx.Response:
+        with two_request_server.client() as own:
+            return own.post("/v1/pose", params=params, content=image, headers=PNG)
+
+    with two_request_server.client() as client, ThreadPoolExecutor(2) as pool:
+        before = _executions(client, two_request_server.settings.models[0])
+        holding = [pool.submit(busy) for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while _executions(client, two_request_server.settings.models[0]) == before and time.monotonic() < deadline:
+            time.sleep(0.01)  # both bodies are in and their batches run: the two slots are taken
+        started = time.perf_counter()
+        refused = client.post("/v1/classify", content=solid(10), headers=PNG)
+        elapsed = time.perf_counter() - started
+        health = client.get("/healthz")
+        metrics = client.get("/metrics")
+        assert [f.result().status_code for f in holding] == [200, 200]
+        after = client.post("/v1/pose", content=image, headers=PNG)  # the slots came back
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "overloaded"
     assert refused.headers["retry-after"] == "1"
+    assert "connection" not in refused.headers  # its body was read: the connection stays usable
     assert elapsed < 1.0
     assert (health.status_code, metrics.status_code) == (200, 200)  # probes are never refused
-    time.sleep(0.3)  # the slow clients went away: their slots are free again
-    with two_request_server.client() as client:
-        assert client.post("/v1/classify", content=solid(10), headers=PNG).status_code == 200
+    assert after.status_code == 200
 
 
 # -- a burst far beyond capacity -----------------------------------------------------------------
