@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 
 from app.config import Settings, settings_help
+
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def give_back_large_allocations() -> None:
+    """glibc: allocate every block of 1 MiB or more with mmap, so that freeing it returns it.
+
+    By default glibc raises that threshold to the size of each large block freed (up to 32 MiB),
+    and Pillow allocates images in 16 MiB blocks: after one burst of large images, the next ones
+    came from the heap, which never shrank (24 overlays of 6300² left 4.4 GB resident when idle).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no such threshold)
+        return
+    m_mmap_threshold = -3  # mallopt's M_MMAP_THRESHOLD; setting it turns the adjustment off
+    libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     from app.shutdown import serve
 
     settings = Settings()
+    give_back_large_allocations()
     configure_logging(settings.log_level, settings.log_format)  # JSON lines by default
     serve(create_app(settings), settings)  # drains on SIGTERM (SHUTDOWN_DRAIN_S, SHUTDOWN_GRACE_S)
 

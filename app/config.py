@@ -169,9 +169,9 @@ class Settings(BaseSettings):
         description="requests handled at once, counted once their body is in (health and metrics excepted); 503 with Retry-After beyond",
     )
     max_inflight_bytes: int = Field(
-        default=256 * 1024 * 1024,
+        default=128 * 1024 * 1024,
         ge=1,
-        description="request bodies held at once, being received or handled; a request that would go past it gets 503 with Retry-After (one is always let in)",
+        description="bytes requests hold at once: bodies being received or handled, and the pixels kept while they wait (model rows, overlay canvases); a request that would go past it gets 503 with Retry-After (one is always let in)",
     )
     header_timeout_s: float = Field(
         default=10.0,

@@ -28,10 +28,12 @@ from app.errors import (
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
+    Overloaded,
     QueueFull,
     ServiceError,
 )
 from app.imaging import (
+    ANSWER_MAX_SIDE,
     DecodedImage,
     answer_canvas,
     answer_size,
@@ -61,7 +63,7 @@ from app.schemas import (
 )
 from app.tasks import classification, segmentation
 from app.tasks import pose as pose_task
-from app.traffic import request_deadline
+from app.traffic import ByteBudget, request_deadline
 
 T = TypeVar("T")
 ImageFormat = Literal["json", "png", "jpeg"]
@@ -114,6 +116,7 @@ class _Clock:
 
 _FAILURE_REASONS: list[tuple[type[ServiceError], str]] = [
     (QueueFull, "REJECTED"),
+    (Overloaded, "REJECTED"),
     (DeadlineExceeded, "TIMEOUT"),
     (InferenceFailed, "BACKEND"),
 ]
@@ -124,18 +127,26 @@ class DataPlane:
         self.settings = settings
         self.registry = registry
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        # The work after inference has its own threads: behind 20 queued decodes in one pool, the
+        # answers of requests already inferred waited until every one of them missed its deadline.
+        self._answers = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="answer")
         self.draining = False  # set on SIGTERM (app.shutdown): /readyz answers 503 from then on
+        # Bodies (app.traffic.AdmissionMiddleware) and what requests keep while they wait (here).
+        self.budget = ByteBudget(settings.max_inflight_bytes)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._answers.shutdown(wait=False, cancel_futures=True)
 
-    async def _in_pool(self, deadline: float, fn: Callable[..., T], *args: object) -> T:
-        """`fn(*args)` on the decode pool; `DeadlineExceeded` at `deadline` (monotonic seconds).
+    async def _in_pool(self, deadline: float, fn: Callable[..., T], *args: object, answer: bool = False) -> T:
+        """`fn(*args)` on the decode pool (the answer pool with `answer`); `DeadlineExceeded` at
+        `deadline` (monotonic seconds).
 
         The deadline holds for decoding and for the work after inference alike; the thread itself
         runs on (it cannot be stopped), which is why that work is bounded by the answer's size.
         """
-        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        pool = self._answers if answer else self._pool
+        future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         try:
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -155,6 +166,29 @@ class DataPlane:
             raise InvalidInput(
                 f"{len(images)} images; at most {self.settings.max_images} per request (MAX_IMAGES)"
             )
+
+    @contextmanager
+    def _holding(self, entry: ModelEntry, images: list[bytes], rows: int, canvas: bool) -> Iterator[None]:
+        """Hold the bytes the request keeps while it waits in the budget, or raise `Overloaded`.
+
+        That is its `rows` of model input, plus an answer canvas (at most `ANSWER_MAX_SIDE` a
+        side) for an overlay or a drawing; the bodies are held already by the HTTP layer.
+        """
+        card = entry.card
+        assert card is not None and entry.batcher is not None
+        # Rows are numpy (3 bytes a pixel); a Pillow RGB canvas takes 4.
+        size = rows * card.input.height * card.input.width * 3 + (ANSWER_MAX_SIDE**2 * 4 if canvas else 0)
+        if not self.budget.take(size, own=sum(map(len, images))):
+            retry = entry.batcher.retry_after_s()
+            raise Overloaded(
+                f"{self.budget.held} bytes held by requests in progress (MAX_INFLIGHT_BYTES="
+                f"{self.budget.limit}); retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+        try:
+            yield
+        finally:
+            self.budget.give(size)
 
     @contextmanager
     def _tracked(self, entry: ModelEntry) -> Iterator[None]:
@@ -180,7 +214,11 @@ class DataPlane:
             raise InvalidInput(f"top_k={top_k} exceeds the model's {len(card.labels)} classes")
         self._check_count(images)
         assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
+        with (
+            self._tracked(entry),
+            self._holding(entry, images, len(images), canvas=False),
+            entry.batcher.reserve(len(images), clock.deadline) as reservation,
+        ):
             batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
             sizes = await asyncio.gather(
                 *(
@@ -221,7 +259,21 @@ class DataPlane:
             images, "an image answer (format=png|jpeg or overlay=true)" if wants_image else None
         )
         assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
+        with self._tracked(entry), self._holding(entry, images, len(images), canvas=overlay):
+            return await self._segment(images, entry, card, clock, output, overlay)
+
+    async def _segment(
+        self,
+        images: list[bytes],
+        entry: ModelEntry,
+        card: ModelCard,
+        clock: _Clock,
+        output: ImageFormat,
+        overlay: bool,
+    ) -> SegmentResponse | ImageAnswer:
+        assert entry.batcher is not None
+        wants_image = overlay or output != "json"
+        with entry.batcher.reserve(len(images), clock.deadline) as reservation:
             batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
             prepared = await asyncio.gather(
                 *(
@@ -235,13 +287,18 @@ class DataPlane:
         if wants_image:
             decoded, fitted = prepared[0]
             content = await self._in_pool(
-                clock.deadline, self._segmentation_image, masks[0], decoded, fitted, card, overlay, output
+                clock.deadline,
+                self._segmentation_image,
+                *(masks[0], decoded, fitted, card, overlay, output),
+                answer=True,
             )
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
             return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
         results = await asyncio.gather(
             *(
-                self._in_pool(clock.deadline, self._segmentation_json, mask, decoded, fitted, card)
+                self._in_pool(
+                    clock.deadline, self._segmentation_json, mask, decoded, fitted, card, answer=True
+                )
                 for mask, (decoded, fitted) in zip(masks, prepared, strict=True)
             )
         )
@@ -325,7 +382,7 @@ class DataPlane:
         slots = (len(boxes) if boxes is not None else 1) * (2 if flip else 1)
         outcome: BatchOutcome | None = None
         assert entry.batcher is not None
-        with self._tracked(entry):
+        with self._tracked(entry), self._holding(entry, images, slots, canvas=wants_image):
             if slots == 0:  # an explicit empty list of boxes: nobody to look at
                 decoded = await self._in_pool(clock.deadline, self._decode_for_pose, images[0], wants_image)
                 clock.preprocessed()
@@ -340,10 +397,12 @@ class DataPlane:
                     outcome = await reservation.submit(batch, clock.deadline)
                 keypoints, scores = pose_task.decode_people(outcome.outputs[0], crops, card, flip)
                 found = pose_task.people(person_boxes, keypoints, scores, card)
-        if wants_image:
-            content = await self._in_pool(clock.deadline, self._pose_image, decoded, found, card, output)
-            media_type = "image/jpeg" if output == "jpeg" else "image/png"
-            return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
+            if wants_image:
+                content = await self._in_pool(
+                    clock.deadline, self._pose_image, decoded, found, card, output, answer=True
+                )
+                media_type = "image/jpeg" if output == "jpeg" else "image/png"
+                return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
         return PoseResponse(
             model=entry.name,
             version=card.version,

@@ -83,6 +83,12 @@ class QueueFull(ServiceError):
     status, code = 503, "queue_full"
 
 
+class Overloaded(ServiceError):
+    """Past MAX_CONCURRENT_REQUESTS or MAX_INFLIGHT_BYTES: 503, with Retry-After."""
+
+    status, code = 503, "overloaded"
+
+
 class DeadlineExceeded(ServiceError):
     status, code = 504, "deadline_exceeded"
 

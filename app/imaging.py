@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "TGA", "
 ANSWER_MAX_SIDE = 2048
 # Beyond this ratio of long to short side an image answer is refused: it would show nothing.
 ANSWER_MAX_ASPECT = 32
+# An image this large is decoded at full size (4 bytes a pixel in Pillow: 160 MB at 40 Mpx) before
+# it can be reduced: one at a time per process, and reduced at once to what the caller needs.
+LARGE_DECODE_PIXELS = 8_000_000
+_large_decode = threading.Lock()
 # Transparent pixels become the ImageNet mean colour: the network sees ~0 after normalisation.
 ALPHA_BACKGROUND = (124, 116, 104)
 # Magic numbers of common formats: such bytes that Pillow cannot open are broken, not foreign.
@@ -140,6 +145,8 @@ def decode_image(
     `needed_size` maps the upright size to the smallest upright (w, h) the caller will resize to;
     when given, JPEGs are decoded at a reduced DCT scale that still covers it (`Image.draft`).
     `check_size` sees the upright size from the header before anything is decoded, and may raise.
+    An image of over `LARGE_DECODE_PIXELS` is decoded under a process-wide lock and, with
+    `needed_size`, box-reduced (`Image.reduce`) by the largest integer factor that still covers it.
     """
     image = open_image(data, max_pixels)
     full_size = upright_size(image)
@@ -156,11 +163,21 @@ def decode_image(
             chosen = image.draft("RGB", (max(1, width), max(1, height)))
             if chosen is not None:  # (mode, (0, 0, width / scale, height / scale))
                 reduction = round(stored_width / chosen[1][2])
-        image.load()
-        # In place: without an orientation tag, the copying form copies the whole image.
-        with contextlib.suppress(Exception):  # a broken EXIF block should not cost the picture
-            ImageOps.exif_transpose(image, in_place=True)
-        rgb = to_rgb(image)
+        large = image.width * image.height > LARGE_DECODE_PIXELS
+        with _large_decode if large else contextlib.nullcontext():
+            image.load()
+            # In place: without an orientation tag, the copying form copies the whole image.
+            with contextlib.suppress(Exception):  # a broken EXIF block should not cost the picture
+                ImageOps.exif_transpose(image, in_place=True)
+            rgb = to_rgb(image)
+            if large and needed_size is not None:
+                width, height = needed_size(full_size)
+                factor = min(rgb.width // max(1, width), rgb.height // max(1, height))
+                if factor >= 2:
+                    rgb = rgb.reduce(factor)  # pixel i: the mean of pixels i·f … i·f + f − 1
+                    reduction *= factor
+                    drafted = True  # `rgb` is smaller than the image: its size is `full_size`
+            del image
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
         raise CorruptImage(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     return DecodedImage(rgb, full_size if drafted else rgb.size, reduction)

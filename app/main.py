@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AdmissionMiddleware,
         limit=settings.max_concurrent_requests,
         max_body_bytes=settings.max_body_bytes,
-        max_inflight_bytes=settings.max_inflight_bytes,
+        budget=plane.budget,
         timeout_s=settings.request_timeout_ms / 1e3,
     )
     app.add_middleware(ApiKeyMiddleware, settings=settings)  # 401/403 before any work

@@ -59,6 +59,37 @@ async def refuse(
     await response(scope, receive, send)
 
 
+class ByteBudget:
+    """Bytes that requests hold at once: their bodies (`AdmissionMiddleware`) and the pixels they
+    keep while they wait (`DataPlane`). Used on the event loop only, so no lock.
+
+    `take` refuses what would go past `limit`, except into an empty budget: a request larger
+    than the whole budget is not refused forever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int, own: int = 0) -> bool:
+        """Hold `size` more bytes if they fit; `own` of those held already are the caller's."""
+        if self.held > own and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def grow(self, size: int) -> None:
+        """Take `size` more bytes for what is already being received (checked by `over`)."""
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+    @property
+    def over(self) -> bool:
+        return self.held > self.limit
+
+
 def request_deadline() -> float | None:
     """Monotonic seconds at which the current request's time is up (set by `AdmissionMiddleware`)."""
     return _deadline.get()
@@ -67,8 +98,8 @@ def request_deadline() -> float | None:
 class AdmissionMiddleware:
     """Body first, within a deadline and a byte budget; then a non-blocking count of requests.
 
-    Invariants: `bytes_held` is the sum of the bodies (declared, or received so far) of the
-    requests inside this middleware; `in_flight` counts those whose body is in and that are handled.
+    Invariants: `budget` holds the bodies (declared, or received so far) of the requests inside
+    this middleware; `in_flight` counts those whose body is in and that are being handled.
     A refusal before the body is in reads and drops the rest of it (within the deadline), so the
     client reads its 503 instead of a connection reset.
     """
@@ -78,21 +109,25 @@ class AdmissionMiddleware:
         app: ASGIApp,
         limit: int,
         max_body_bytes: int,
-        max_inflight_bytes: int,
+        budget: ByteBudget,
         timeout_s: float,
         retry_after_s: int = 1,
     ) -> None:
         self.app = app
         self.limit = limit
         self.max_body_bytes = max_body_bytes
-        self.max_inflight_bytes = max_inflight_bytes
+        self.budget = budget
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self.in_flight = 0
-        self.bytes_held = 0
 
     def _overloaded(self, why: str) -> tuple[str, dict[str, str]]:
         return f"{why}; retry later", {"Retry-After": str(self.retry_after_s)}
+
+    def _over_budget(self) -> tuple[str, dict[str, str]]:
+        return self._overloaded(
+            f"{self.budget.held} bytes held by requests in progress (MAX_INFLIGHT_BYTES={self.budget.limit})"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_unlimited(scope["path"]):
@@ -101,21 +136,17 @@ class AdmissionMiddleware:
         deadline = time.monotonic() + self.timeout_s
         token = _deadline.set(deadline)
         declared = Headers(scope=scope).get("content-length", "")
-        held = int(declared) if declared.isdigit() and len(declared) < 19 else 0
-        if held > self.max_body_bytes:  # BodyLimitMiddleware answers the 413 at the first read
-            held = 0
+        held = 0
         try:
-            if held == 0 and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await self.app(scope, receive, send)
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self.app(scope, receive, send)  # BodyLimitMiddleware answers 413 at the first read
                 return
-            if self.bytes_held and self.bytes_held + held > self.max_inflight_bytes:
-                text, headers = self._overloaded(
-                    f"{self.bytes_held} bytes of requests in progress (MAX_INFLIGHT_BYTES={self.max_inflight_bytes})"
-                )
-                held = 0
+            expected = int(declared) if declared.isdigit() else 0
+            if not self.budget.take(expected):
+                text, headers = self._over_budget()
                 await self._refuse_after_draining(scope, receive, send, deadline, text, headers)
                 return
-            self.bytes_held += held
+            held = expected
             chunks: list[bytes] = []
             received = 0
             while True:
@@ -133,18 +164,16 @@ class AdmissionMiddleware:
                     chunks.append(chunk)
                     received += len(chunk)
                     if received > held:  # chunked, or more than declared
-                        self.bytes_held += received - held
+                        self.budget.grow(received - held)
                         held = received
                 if received > self.max_body_bytes:  # BodyLimitMiddleware answers the 413
                     await self.app(scope, _replaying(chunks, False, receive), send)
                     return
                 if not message.get("more_body", False):
                     break
-                if self.bytes_held > self.max_inflight_bytes and self.bytes_held > held:
+                if self.budget.over and self.budget.held > held:
                     chunks.clear()
-                    text, headers = self._overloaded(
-                        f"{self.bytes_held} bytes of requests in progress (MAX_INFLIGHT_BYTES={self.max_inflight_bytes})"
-                    )
+                    text, headers = self._over_budget()
                     await self._refuse_after_draining(scope, receive, send, deadline, text, headers)
                     return
             if self.in_flight >= self.limit:
@@ -161,7 +190,7 @@ class AdmissionMiddleware:
             finally:
                 self.in_flight -= 1
         finally:
-            self.bytes_held -= held
+            self.budget.give(held)
             _deadline.reset(token)
 
     async def _refuse_after_draining(

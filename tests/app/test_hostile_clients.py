@@ -239,3 +239,64 @@ def test_bad_http_gets_uvicorns_400_as_json_with_a_request_id(strict_server: Run
         assert (status, body["error"]["code"]) == (400, "bad_request")
         assert b"content-type: application/json" in answer.lower()
         assert b"x-request-id: " in answer.lower()
+
+
+# -- 3. memory grew with the queue, not with the batch --------------------------------------------
+
+README_RSS_BOUND_MIB = 1024  # the README: resident memory with the three default models ≤ 1 GiB
+
+
+def large_png(side: int) -> bytes:
+    """A `side`² PNG of stripes that compresses to a few hundred kB (the issue's was 128 kB)."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    stripes = np.stack([(xx // 50 % 2) * 200, (yy // 70 % 2) * 150, ((xx + yy) // 90 % 2) * 100], -1)
+    return encode(stripes.astype(np.uint8), compress_level=9)
+
+
+@contextmanager
+def rss_watch(app: AppProcess) -> Iterator[Callable[[], float]]:
+    """Sample the server's resident memory every 20 ms while the block runs; yields the peak (MiB)."""
+    peak = [app.rss_mb()]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            with contextlib.suppress(OSError, RuntimeError):
+                peak[0] = max(peak[0], app.rss_mb())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lambda: peak[0]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def test_24_overlays_of_6300_squared_pngs_stay_within_the_readme_memory_bound(model_repository: Path) -> None:
+    image = large_png(6300)  # 39.7 Mpx, within MAX_IMAGE_PIXELS; 119 MB as RGB, 159 MB in Pillow
+    with run_app(model_repository, log_level="warning") as app:  # the three default models
+        before = app.rss_mb()
+
+        def overlay(_: int) -> httpx.Response:
+            with app.client(timeout=90) as client:
+                return client.post("/v1/segment", params={"overlay": "true"}, content=image, headers=PNG)
+
+        with rss_watch(app) as peak, health_watch(app) as slowest, ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(overlay, range(24)))
+        time.sleep(2.0)
+        after = app.rss_mb()
+    statuses = sorted(a.status_code for a in answers)
+    print(
+        f"24 overlays of 6300²: {statuses.count(200)} answered, {statuses.count(503)} refused (503); "
+        f"RSS {before:.0f} MiB before, peak {peak():.0f}, {after:.0f} after 2 s idle; "
+        f"slowest /healthz {slowest() * 1e3:.0f} ms"
+    )
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses  # no 504 after a wait, no 500
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json()["error"]["code"] == "overloaded"
+            assert int(answer.headers["retry-after"]) >= 1
+    assert peak() < README_RSS_BOUND_MIB
+    assert after < README_RSS_BOUND_MIB
+    assert slowest() < HEALTH_BOUND_S
