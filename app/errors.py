@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contract.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -87,6 +89,16 @@ class DeadlineExceeded(ServiceError):
     status, code = 504, "deadline_exceeded"
 
 
+_BY_INPUT_CODE: dict[str, type[ServiceError]] = {
+    kind.code: kind for kind in (InvalidInput, NotAnImage, ImageTooLarge, CorruptImage, InvalidBoxes)
+}
+
+
+def from_input_error(exc: InputError) -> ServiceError:
+    """The service's answer to a `contract` input error: the same code, with its HTTP status."""
+    return _BY_INPUT_CODE.get(exc.code, InvalidInput)(exc.message)
+
+
 _CODES_BY_STATUS = {
     400: "bad_request",
     404: "not_found",
@@ -119,6 +131,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
+async def _input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    error = from_input_error(exc)
+    return error_response(error.status_code, error.code, error.message)
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
@@ -138,5 +156,6 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

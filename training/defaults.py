@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.card import Weights
+from contract.card import Weights
 from training.checkpoints import CheckpointError, fetch, load_checkpoint
 from training.recipes import DEFAULT_RECIPES, Recipe, Schedule, get_recipe
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as torch_default_collate
 
-from app.pose_geometry import decode_heatmaps, keypoints_to_image
+from contract.pose_geometry import decode_heatmaps, keypoints_to_image
 from training.recipes import Recipe
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.card import ModelCard
 from app.dataplane import DataPlane
 from app.errors import BadRequest, ModelNotFound, ModelNotReady
 from app.protocol import codec
@@ -27,7 +26,8 @@ from app.protocol.datamodels import (
     ServerMetadataResponse,
 )
 from app.registry import ModelEntry
-from app.tasks import classification
+from contract.card import ModelCard
+from contract.tasks import classification
 
 SERVER_NAME = "mnv2-serve"
 PLATFORM = "onnxruntime_onnx"
