@@ -148,6 +148,28 @@ class DataPlane:
             raise
         entry.metrics.request_done()
 
+    async def _decode_and_run(
+        self,
+        entry: ModelEntry,
+        clock: _Clock,
+        images: list[bytes],
+        new_batch: Callable[[int], np.ndarray],
+        prepare: Callable[..., T],
+        *args: object,
+    ) -> tuple[list[T], BatchOutcome]:
+        """One row per image: reserve the slots, decode each image into its row on the pool, run.
+
+        Returns what `prepare(data, row, *args)` returned per image, and the batch's outcome.
+        """
+        assert entry.batcher is not None
+        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
+            batch = new_batch(len(images))
+            prepared = await asyncio.gather(
+                *(self._in_pool(prepare, data, batch[i], *args) for i, data in enumerate(images))
+            )
+            clock.preprocessed()
+            return list(prepared), await reservation.submit(batch, clock.deadline)
+
     # -- classification --------------------------------------------------------------------------
 
     async def classify(self, images: list[bytes], model: str | None, top_k: int) -> ClassifyResponse:
@@ -156,14 +178,7 @@ class DataPlane:
         pipeline = ClassificationPipeline(card, self.settings.max_image_pixels)
         pipeline.check_top_k(top_k)
         self._check_count(images)
-        assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
-            batch = pipeline.batch(len(images))
-            sizes = await asyncio.gather(
-                *(self._in_pool(pipeline.prepare, data, batch[i]) for i, data in enumerate(images))
-            )
-            clock.preprocessed()
-            outcome = await reservation.submit(batch, clock.deadline)
+        sizes, outcome = await self._decode_and_run(entry, clock, images, pipeline.batch, pipeline.prepare)
         return ClassifyResponse(
             model=entry.name,
             version=card.version,
@@ -185,14 +200,9 @@ class DataPlane:
         self._check_count(
             images, "an image answer (format=png|jpeg or overlay=true)" if wants_image else None
         )
-        assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
-            batch = pipeline.batch(len(images))
-            prepared = await asyncio.gather(
-                *(self._in_pool(pipeline.prepare, data, batch[i], overlay) for i, data in enumerate(images))
-            )
-            clock.preprocessed()
-            outcome = await reservation.submit(batch, clock.deadline)
+        prepared, outcome = await self._decode_and_run(
+            entry, clock, images, pipeline.batch, pipeline.prepare, overlay
+        )
         masks = outcome.outputs[0]
         if wants_image:
             content = await self._in_pool(pipeline.image, masks[0], prepared[0], overlay, output)

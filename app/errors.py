@@ -80,6 +80,13 @@ class InferenceFailed(ServiceError):
 class ModelNotReady(ServiceError):
     status, code = 503, "model_not_ready"
 
+    # A model loads and warms in seconds: the client should come back then, not in 1 s.
+    LOADING_RETRY_AFTER_S = 5
+
+    @classmethod
+    def loading(cls, name: str) -> ModelNotReady:
+        return cls(f"model {name} is still loading", headers={"Retry-After": str(cls.LOADING_RETRY_AFTER_S)})
+
 
 class QueueFull(ServiceError):
     status, code = 503, "queue_full"
@@ -115,6 +122,13 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     if details is not None:
         error["details"] = details
     return {"error": error}
+
+
+def protocol_error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The Open Inference Protocol's error shape (`/v2`): `{"error": "message"}`."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def error_response(

@@ -305,7 +305,7 @@ class ModelRegistry:
         if entry.card is not None and entry.card.task != task:
             raise WrongTask(f"model {entry.name} does {entry.card.task}, not {task}")
         if entry.state == "loading":
-            raise ModelNotReady(f"model {entry.name} is still loading", headers={"Retry-After": "5"})
+            raise ModelNotReady.loading(entry.name)
         if entry.state == "failed" or entry.batcher is None:
             raise ModelNotReady(f"model {entry.name} failed to load: {entry.reason}")
         return entry

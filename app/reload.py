@@ -87,7 +87,7 @@ class ModelReloader:
         async with self._locks[name]:
             current = self.registry.entries[name]
             if current.state == "loading":
-                raise ModelNotReady(f"model {name} is still loading", headers={"Retry-After": "5"})
+                raise ModelNotReady.loading(name)
             model_dir, versions = self._available(name)
             target = version if version is not None else (versions[-1] if versions else None)
             if target is None or target not in versions:

@@ -115,7 +115,7 @@ class ProtocolPlane:
         """The model, ready to infer. Raises 404, or 503 while it loads or after it failed."""
         entry = self._entry(name, version)
         if entry.state == "loading":
-            raise ModelNotReady(f"model {entry.name} is still loading", headers={"Retry-After": "5"})
+            raise ModelNotReady.loading(entry.name)
         if entry.state == "failed" or entry.batcher is None or entry.card is None:
             raise ModelNotReady(f"model {entry.name} failed to load: {entry.reason}")
         return entry, entry.card
