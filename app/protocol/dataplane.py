@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.card import ModelCard
 from app.dataplane import DataPlane
 from app.errors import BadRequest, ModelNotFound, ModelNotReady
 from app.protocol import codec
@@ -28,8 +27,9 @@ from app.protocol.datamodels import (
     ServerMetadataResponse,
 )
 from app.registry import ModelEntry
-from app.tasks import classification
 from app.traffic import request_deadline
+from contract.card import ModelCard
+from contract.tasks import classification
 
 SERVER_NAME = "mnv2-serve"
 PLATFORM = "onnxruntime_onnx"
@@ -117,7 +117,7 @@ class ProtocolPlane:
         """The model, ready to infer. Raises 404, or 503 while it loads or after it failed."""
         entry = self._entry(name, version)
         if entry.state == "loading":
-            raise ModelNotReady(f"model {entry.name} is still loading", headers={"Retry-After": "5"})
+            raise ModelNotReady.loading(entry.name)
         if entry.state == "failed" or entry.batcher is None or entry.card is None:
             raise ModelNotReady(f"model {entry.name} failed to load: {entry.reason}")
         return entry, entry.card

@@ -159,7 +159,11 @@ def test_client_disconnect_while_queued_frees_its_slot_and_its_batch_still_runs(
 @pytest.fixture(scope="module")
 def two_request_server(model_repository: Path, names: dict[str, str]) -> Iterator[RunningServer]:
     with serve(
-        model_repository, models=[names["pose"]], max_batch_size=2, max_queue_size=200, max_concurrent_requests=2
+        model_repository,
+        models=[names["pose"]],
+        max_batch_size=2,
+        max_queue_size=200,
+        max_concurrent_requests=2,
     ) as running:
         yield running
 
@@ -178,7 +182,10 @@ def test_requests_beyond_max_concurrent_requests_get_503_at_once_and_probes_stil
         before = _executions(client, two_request_server.settings.models[0])
         holding = [pool.submit(busy) for _ in range(2)]
         deadline = time.monotonic() + 30
-        while _executions(client, two_request_server.settings.models[0]) == before and time.monotonic() < deadline:
+        while (
+            _executions(client, two_request_server.settings.models[0]) == before
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)  # both bodies are in and their batches run: the two slots are taken
         started = time.perf_counter()
         refused = client.post("/v1/classify", content=solid(10), headers=PNG)

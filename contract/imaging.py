@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import CorruptImage, ImageTooLarge, InvalidInput, NotAnImage
+from contract.errors import CorruptImage, ImageTooLarge, InvalidInput, NotAnImage
 
 # Only formats whose header states the size of the one frame that is decoded, and that decode
 # nothing before `load()`: containers (ICO, ICNS, CUR, DCX, ...) decode an entry inside
