@@ -88,15 +88,28 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as `\\xNN`: a logged path with %0A, %0D or %1B forges no line, no colour."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 class TextFormatter(logging.Formatter):
+    """For people: one line a record (a traceback follows on its own lines), controls escaped."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        escaped = logging.makeLogRecord(
+            {**record.__dict__, "msg": escape_controls(record.getMessage()), "args": None}
+        )
+        text = super().format(escaped)
         request_id = _request_id.get()
         extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-        tail = " ".join(f"{k}={v}" for k, v in extras.items())
+        tail = " ".join(f"{k}={escape_controls(str(v))}" for k, v in extras.items())
         return f"{text}{' ' + tail if tail else ''}{f' request_id={request_id}' if request_id else ''}"
 
 

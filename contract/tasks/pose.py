@@ -17,6 +17,9 @@ from contract.card import ModelCard
 from contract.errors import InvalidBoxes
 from contract.results import Keypoint, Person
 
+# A box narrower than a pixel has no crop; one reaching further than the image's own size beyond it
+# (±1e308) would be a crop of nothing but padding, its keypoints null.
+MIN_BOX_SIDE = 1.0
 DRAW_THRESHOLD = 0.3  # keypoints below this score are not drawn (mmpose's visualiser default)
 
 
@@ -52,18 +55,27 @@ def parse_boxes(text: str, max_boxes: int) -> np.ndarray:
             if not math.isfinite(boxes[i, j]):
                 raise InvalidBoxes(f"box {i} has a coordinate that is not finite: {str(v)[:40]}")
         x1, y1, x2, y2 = boxes[i]
-        if x2 <= x1 or y2 <= y1:
-            raise InvalidBoxes(f"box {i} is empty: needs x2 > x1 and y2 > y1, got {box}")
+        if x2 < x1 + MIN_BOX_SIDE or y2 < y1 + MIN_BOX_SIDE:  # 5e-324 wide made a singular warp
+            raise InvalidBoxes(f"box {i} is empty: needs x2 ≥ x1 + 1 and y2 ≥ y1 + 1 (pixels), got {box}")
     return boxes
 
 
 def check_boxes_in_image(boxes: np.ndarray, size_wh: tuple[int, int]) -> None:
-    """Every box must overlap the image (boxes partly outside are fine: mmpose pads with 0)."""
+    """Every box must overlap the image and lie within it extended by its own size on each side
+    (boxes partly outside are fine: mmpose pads with 0)."""
     width, height = size_wh
     outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= width) | (boxes[:, 1] >= height)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise InvalidBoxes(f"box {i} {boxes[i].tolist()} lies entirely outside the {width}×{height} image")
+    far = (boxes[:, [0, 2]] < -width).any(axis=1) | (boxes[:, [0, 2]] > 2 * width).any(axis=1)
+    far |= (boxes[:, [1, 3]] < -height).any(axis=1) | (boxes[:, [1, 3]] > 2 * height).any(axis=1)
+    if far.any():
+        i = int(np.flatnonzero(far)[0])
+        raise InvalidBoxes(
+            f"box {i} {boxes[i].tolist()} reaches further than the image's own size beyond the "
+            f"{width}×{height} image"
+        )
 
 
 def whole_image_box(size_wh: tuple[int, int]) -> np.ndarray:

@@ -7,11 +7,14 @@ answers within a second, the slots come back, resident memory stays within its f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import itertools
 import json
+import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +28,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.conftest import RunningServer, encode, serve
+from contract.errors import NotAnImage
+from contract.imaging import ACCEPTED_FORMATS, open_image
+from tests.app.conftest import RunningServer, encode, png_claiming, serve
 from tests.app.processes import AppProcess, run_app
 from tests.app.tiny_models import write_classifier
 
@@ -83,7 +88,8 @@ def test_image_answers_of_extreme_images_are_refused_or_bounded_and_health_answe
         ("/v1/pose", {"format": "jpeg"}, needle),
         ("/v1/pose", {"overlay": "true"}, needle),
         ("/v1/segment", {"overlay": "true"}, needle),
-        ("/v1/pose", {"format": "jpeg"}, widest),  # over JPEG's 65,500 px side once drawn full size
+        ("/v1/pose", {"format": "jpeg"}, solid_png(65_600, 600)),  # past JPEG's 65,500 px: was a 500
+        ("/v1/pose", {"format": "jpeg"}, widest),
         ("/v1/segment", {"overlay": "true", "format": "jpeg"}, widest),
         ("/v1/pose", {}, needle),  # the JSON answers of the same images are bounded too
         ("/v1/segment", {"format": "png"}, needle),
@@ -96,11 +102,11 @@ def test_image_answers_of_extreme_images_are_refused_or_bounded_and_health_answe
     with health_watch(drawing_app) as slowest, ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda a: attack(*a), attacks))
     statuses = [(a.status_code, a.headers["content-type"]) for a in answers]
-    assert [s for s, _ in statuses] == [422, 422, 422, 422, 200, 200, 200, 200], statuses
-    assert {a.json()["error"]["code"] for a in answers[:4]} == {"invalid_input"}
+    assert [s for s, _ in statuses] == [422, 422, 422, 422, 422, 200, 200, 200, 200], statuses
+    assert {a.json()["error"]["code"] for a in answers[:5]} == {"invalid_input"}
     assert "32:1" in answers[0].json()["error"]["message"]
-    assert answers[4].headers["content-type"] == "image/jpeg"
-    drawn = [Image.open(io.BytesIO(a.content)).size for a in answers[4:6]]
+    assert answers[5].headers["content-type"] == "image/jpeg"
+    drawn = [Image.open(io.BytesIO(a.content)).size for a in answers[5:7]]
     assert drawn == [(2048, 64), (2048, 64)]  # drawn on the bounded canvas
     print(f"slowest /healthz during the drawing attacks: {slowest() * 1e3:.0f} ms")
     assert slowest() < HEALTH_BOUND_S
@@ -300,3 +306,60 @@ def test_24_overlays_of_6300_squared_pngs_stay_within_the_readme_memory_bound(mo
     assert peak() < README_RSS_BOUND_MIB
     assert after < README_RSS_BOUND_MIB
     assert slowest() < HEALTH_BOUND_S
+
+
+# -- 10 and 11. bursts of uploads, and uploads cut off -------------------------------------------
+
+
+def test_a_burst_of_multipart_uploads_gets_answers_or_503s_never_a_reset(
+    strict_server: RunningServer,
+) -> None:
+    image = encode(np.random.default_rng(0).integers(0, 256, (300, 300, 3), np.uint8))  # 270 kB
+
+    async def burst() -> list[httpx.Response | Exception]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=strict_server.url, timeout=30, limits=limits) as client:
+            sends = (
+                client.post("/v1/classify", files={"file": ("a.png", image, "image/png")}) for _ in range(200)
+            )
+            return await asyncio.gather(*sends, return_exceptions=True)
+
+    answers = asyncio.run(burst())
+    failures = [a for a in answers if isinstance(a, Exception)]
+    assert not failures, failures[:3]  # 436 of 500 saw a connection reset before
+    statuses = [a.status_code for a in answers if isinstance(a, httpx.Response)]
+    assert set(statuses) <= {200, 503}, statuses
+    for answer in answers:
+        if isinstance(answer, httpx.Response) and answer.status_code == 503:
+            assert int(answer.headers["retry-after"]) >= 1
+
+
+def test_a_client_gone_mid_upload_is_no_500_and_no_error_log(
+    strict_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def server_errors() -> float:
+        with strict_server.client() as client:
+            text = client.get("/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("http_requests_total{") and 'status="5' in line)  # fmt: skip
+
+    before = server_errors()
+    for _ in range(5):
+        with connect(strict_server.url) as sock:
+            sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" + bytes(1000))  # fmt: skip
+            time.sleep(0.05)
+    time.sleep(0.3)
+    assert server_errors() == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- 4. containers that decode inside Image.open --------------------------------------------------
+
+
+def test_an_ico_holding_a_13000_squared_png_is_not_an_image_here_and_is_never_decoded() -> None:
+    entry = png_claiming(13_000, 13_000)  # Pillow's ICO reader decodes its entry inside Image.open
+    ico = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(entry), 22) + entry
+    with pytest.raises(NotAnImage):
+        open_image(ico, 40_000_000)
+    assert not {"ICO", "ICNS", "CUR", "DCX", "EPS"} & set(ACCEPTED_FORMATS)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import PngImagePlugin
 
-from app.observability import JsonFormatter, RequestContextMiddleware, access_logger, annotate
+from app.observability import JsonFormatter, RequestContextMiddleware, TextFormatter, access_logger, annotate
 from tests.app.conftest import encode, scene
 from tests.app.processes import run_app
 
@@ -147,3 +147,16 @@ def test_generated_request_ids_are_distinct_32_hex_digits() -> None:
     ids = [accept_request_id(None) for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and uuid.UUID(i).hex == i for i in ids)
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_control_characters_in_a_logged_path_forge_no_line_and_no_escape_sequence(
+    formatter: logging.Formatter,
+) -> None:
+    forged = "/v1/x\n2026-01-01 00:00:00 INFO app.access: request path=/admin status=200\r\x1b[31m"
+    record = logging.makeLogRecord(
+        {"name": "app.access", "msg": "request %s", "args": (forged,), "path": forged}
+    )
+    line = formatter.format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "admin" in line  # kept, escaped, readable

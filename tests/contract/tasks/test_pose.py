@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,14 @@ def test_crops_of_a_reduced_image_line_up_with_crops_of_the_full_image(
         return crop.shape[1] - red.sum(axis=1).mean(), crop.shape[0] - green.sum(axis=0).mean()
 
     np.testing.assert_allclose(edges(crops[1]), edges(crops[0]), atol=0.25)
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [[[0.0, 0.0, 5e-324, 5e-324]], [[-1e308, -1e308, 1e308, 1e308]], [[0.0, 0.0, 50.0, 1e9]]],
+    ids=["denormal", "beyond-the-doubles", "far-below"],
+)
+def test_degenerate_and_far_reaching_boxes_are_invalid(boxes: list[list[float]]) -> None:
+    with pytest.raises(InvalidBoxes):
+        parsed = pose.parse_boxes(json.dumps(boxes), max_boxes=10)
+        pose.check_boxes_in_image(parsed, (100, 80))
