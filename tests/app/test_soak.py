@@ -45,3 +45,24 @@ def test_judge_passes_a_steady_run_and_names_memory_growth_latency_growth_and_er
     failing = judge([warmup, steady(200, 50), steady(200, 50, errors=3)], 50, 1.5)
     assert failing == ["3 requests failed"]
     assert judge([warmup], 50, 1.5)  # too short to judge is a failure, not a pass
+
+
+def test_short_soak_run_under_the_cheap_attacks_keeps_health_and_memory_bounds(
+    model_repository: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--repository", str(model_repository), "--model", "",
+         "--attacks", "needle,slow-bodies,slowloris,big-headers", "--seconds", "8", "--interval", "2",
+         "--concurrency", "2", "--image-size", "320", "240"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healthz ms" in result.stdout and "steady" in result.stdout
+
+
+def test_judge_under_attack_names_a_slow_probe_and_a_memory_peak() -> None:
+    probed = steady(200, 50)
+    probed.health_ms, probed.rss_peak_mb = 1500.0, 1100.0
+    problems = judge([steady(150, 400), probed], 50, 1.5, health_bound_ms=1000, rss_bound_mb=1024)
+    assert [p.split(" ")[0] for p in problems] == ["/healthz", "resident"]
