@@ -199,18 +199,26 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=self.runs, thread_name_prefix=f"infer-{self.name}")
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
 
+    def _shutting_down(self) -> ModelNotReady:
+        return ModelNotReady(f"model {self.name} is shutting down", headers={"Retry-After": "1"})
+
     async def stop(self) -> None:
-        """Stop taking work; fail what is queued; wait for the run in flight to end."""
+        """Stop taking work; fail what is queued; let the batches in flight finish and answer.
+
+        Their runs cannot be stopped anyway (ORT's thread runs on), so their requests get their
+        results: a batch formed just before a reload's swap is answered by the old version.
+        """
         self._closed = True
-        in_flight = [chunk for batch in self._running for chunk in batch]
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for chunk in [*self._queue, *in_flight]:
+        for chunk in self._queue:
             if not chunk.future.done():
-                chunk.future.set_exception(ModelNotReady(f"model {self.name} is shutting down"))
+                chunk.future.set_exception(self._shutting_down())
         self._queue.clear()
+        if self._executions:
+            await asyncio.gather(*self._executions, return_exceptions=True)
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
@@ -220,7 +228,8 @@ class DynamicBatcher:
         For a model version being replaced: requests that already hold it finish on it.
         """
         deadline = time.monotonic() + timeout_s
-        while (self._waiting_slots or self._running) and time.monotonic() < deadline:
+        # `_executions`, not `_running`: a batch is an execution from the moment it is formed.
+        while (self._waiting_slots or self._executions) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.stop()
 
@@ -254,7 +263,7 @@ class DynamicBatcher:
         miss it is refused now (503 with Retry-After) rather than answered 504 at its deadline.
         """
         if self._closed:
-            raise ModelNotReady(f"model {self.name} is shutting down")
+            raise self._shutting_down()
         if slots < 1:
             raise ValueError("a reservation needs at least one slot")
         if self._waiting_slots and self._waiting_slots + slots > self.max_queue_size:
@@ -287,6 +296,8 @@ class DynamicBatcher:
         self._wakeup.set()  # a batch waiting for this request need not wait any more
 
     def _enqueue(self, reservation: Reservation, inputs: np.ndarray, deadline: float) -> list[_Chunk]:
+        if self._closed:  # reserved before the stop, decoded after it: nothing would run it
+            raise self._shutting_down()
         if inputs.shape[1:] != self.input_shape:
             raise ValueError(f"inputs {inputs.shape[1:]} do not match the model's {self.input_shape}")
         self._reserved_chunks.subtract(reservation.chunk_sizes)
@@ -435,26 +446,23 @@ class DynamicBatcher:
                 )
 
     async def _serve(self) -> None:
-        """Form a batch whenever a run is free; each batch runs in a task of its own."""
-        try:
-            while True:
-                await self._free_runs.acquire()
-                try:
-                    batch = await self._next_batch()
-                except asyncio.CancelledError:
-                    self._free_runs.release()
-                    raise
-                except Exception:  # the worker must outlive any bug in forming a batch
-                    self._free_runs.release()
-                    logger.exception("batcher %s: unexpected error", self.name)
-                    await asyncio.sleep(0.01)
-                    continue
-                execution = asyncio.get_running_loop().create_task(self._execute_and_free(batch))
-                self._executions.add(execution)
-                execution.add_done_callback(self._executions.discard)
-        finally:
-            for execution in list(self._executions):
-                execution.cancel()
+        """Form a batch whenever a run is free; each batch runs in a task of its own (which
+        `stop` lets finish)."""
+        while True:
+            await self._free_runs.acquire()
+            try:
+                batch = await self._next_batch()
+            except asyncio.CancelledError:
+                self._free_runs.release()
+                raise
+            except Exception:  # the worker must outlive any bug in forming a batch
+                self._free_runs.release()
+                logger.exception("batcher %s: unexpected error", self.name)
+                await asyncio.sleep(0.01)
+                continue
+            execution = asyncio.get_running_loop().create_task(self._execute_and_free(batch))
+            self._executions.add(execution)
+            execution.add_done_callback(self._executions.discard)
 
     async def _execute_and_free(self, batch: list[_Chunk]) -> None:
         try:

@@ -132,6 +132,11 @@ class ProtocolPlane:
         entry, card = self._serving(name, version)
         # Inflating and parsing up to MAX_BODY_BYTES of JSON takes long enough to stall the loop.
         parsed = await asyncio.to_thread(self._parse, card, body, header_length, encoding)
+        # A reload may have swapped the model while the body was parsed, and the old version stops
+        # once nothing holds it: this request holds nothing yet, so it goes to the new one.
+        current, current_card = self._serving(name, version)
+        if current is not entry and current_card.input == card.input:
+            entry, card = current, current_card
         timeout_s = self.settings.request_timeout_ms / 1e3
         requested = (parsed.request.parameters or {}).get("timeout")  # Triton's, in microseconds
         if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:

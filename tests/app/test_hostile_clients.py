@@ -363,3 +363,66 @@ def test_an_ico_holding_a_13000_squared_png_is_not_an_image_here_and_is_never_de
     with pytest.raises(NotAnImage):
         open_image(ico, 40_000_000)
     assert not {"ICO", "ICNS", "CUR", "DCX", "EPS"} & set(ACCEPTED_FORMATS)
+
+
+# -- 5 and 6. shutdown while decoding; reload under /v2 load --------------------------------------
+
+
+def test_reload_under_v2_load_lets_requests_on_the_old_version_finish_on_it(tmp_path: Path) -> None:
+    write_classifier(tmp_path, "tiny", 1)
+    body = {"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "UINT8", "data": [7] * 3072}]}
+    stop = threading.Event()
+    with serve(tmp_path, admin_api_keys=["admin-key"], max_batch_size=2) as server:
+        admin = {"Authorization": "Bearer admin-key"}
+
+        def load() -> list[int]:
+            statuses = []
+            with server.client(timeout=30) as client:
+                while not stop.is_set():
+                    statuses.append(
+                        client.post("/v2/models/tiny/infer", json=body, headers=admin).status_code
+                    )
+            return statuses
+
+        with ThreadPoolExecutor(4) as pool, server.client() as client:
+            loads = [pool.submit(load) for _ in range(4)]
+            for version in range(2, 6):
+                write_classifier(tmp_path, "tiny", version)
+                reloaded = client.post("/v1/models/tiny/reload", headers=admin)
+                assert reloaded.status_code == 200, reloaded.text
+                time.sleep(0.2)
+            stop.set()
+            statuses = [s for future in loads for s in future.result()]
+    assert len(statuses) > 20
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_sigterm_while_decoding_answers_every_request_or_a_json_503(
+    model_repository: Path, names: dict[str, str]
+) -> None:
+    image = large_png(4000)  # 16 Mpx: each takes a while to decode, and they queue for the lock
+    with run_app(
+        model_repository, models=[names["segmentation"]], shutdown_grace_s=0.5, log_level="warning"
+    ) as app:
+
+        def segment(_: int) -> httpx.Response | Exception:
+            try:
+                with app.client(timeout=60) as client:
+                    return client.post("/v1/segment", content=image, headers=PNG)
+            except httpx.HTTPError as exc:
+                return exc
+
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(segment, i) for i in range(12)]
+            time.sleep(1.0)  # all sent: some decoding, the rest waiting to decode
+            app.signal()
+            answers = [f.result() for f in futures]
+            app.wait(timeout=60)
+    responses = [a for a in answers if isinstance(a, httpx.Response)]
+    assert len(responses) == len(answers), [a for a in answers if not isinstance(a, httpx.Response)]
+    for response in responses:
+        assert response.status_code in (200, 503), (response.status_code, response.text[:200])
+        assert response.headers["content-type"] == "application/json"
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] in ("model_not_ready", "overloaded")
+            assert "retry-after" in response.headers
