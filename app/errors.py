@@ -143,8 +143,16 @@ def error_response(
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _is_v2(request: Request) -> bool:
+    """Under /v2 every error has the protocol's shape, the routes' own and unknown paths alike."""
+    return request.url.path.startswith("/v2")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if _is_v2(request):
+        message = exc.message if isinstance(exc, ServiceError) else str(exc.detail)
+        return protocol_error_response(exc.status_code, message, exc.headers)
     if isinstance(exc, ServiceError):
         return error_response(exc.status_code, exc.code, exc.message, exc.headers)
     code = _CODES_BY_STATUS.get(exc.status_code, "error")
@@ -157,7 +165,7 @@ async def _input_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(error.status_code, error.code, error.message)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
@@ -166,11 +174,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     first = details[0] if details else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"])
     message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    if _is_v2(request):  # the protocol answers a bad request 400
+        return protocol_error_response(400, message)
     return error_response(422, "invalid_request", message, details=details)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
+    if _is_v2(request):
+        return protocol_error_response(500, "internal server error")
     return error_response(500, "internal_error", "internal server error")
 
 

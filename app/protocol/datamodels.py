@@ -57,7 +57,7 @@ class ModelMetadataResponse(BaseModel):
 
 class RequestInput(BaseModel):
     name: str
-    shape: list[int]
+    shape: list[StrictInt]  # not "1", true or 1.0
     datatype: str
     parameters: Parameters | None = Field(
         None, description="`binary_data_size`: bytes of this tensor after the JSON header"

@@ -426,3 +426,23 @@ def test_sigterm_while_decoding_answers_every_request_or_a_json_503(
         if response.status_code == 503:
             assert response.json()["error"]["code"] in ("model_not_ready", "overloaded")
             assert "retry-after" in response.headers
+
+
+# -- 15. the /v2 error shape everywhere under /v2 -------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", ["1", True, 1.0], ids=["string", "bool", "float"])
+def test_v2_shape_dims_must_be_integers(strict_server: RunningServer, dim: object) -> None:
+    body = {"inputs": [{"name": "image", "shape": [dim, 32, 32, 3], "datatype": "UINT8", "data": [7] * 3072}]}
+    with strict_server.client() as client:
+        answer = client.post("/v2/models/tiny/infer", json=body)
+    assert answer.status_code == 400
+    assert isinstance(answer.json()["error"], str)
+
+
+@pytest.mark.parametrize("path", ["/v2/", "/v2/repository/index", "/v2/models/nope"])
+def test_unknown_v2_paths_answer_the_protocols_error_shape(strict_server: RunningServer, path: str) -> None:
+    with strict_server.client() as client:
+        answer = client.get(path)
+    assert answer.status_code >= 400
+    assert isinstance(answer.json()["error"], str), answer.text

@@ -76,7 +76,7 @@ def _cases(names: dict[str, str]) -> dict[str, Case]:
         "too-many-images": Case("/v1/classify", 422, "invalid_input",
                                 files=[("file", ("a.jpg", JPEG_BYTES, "image/jpeg"))] * 17),
         "body-too-large": raw("/v1/classify", 413, "body_too_large", b"\xff" * 2_000_001),
-        "unknown-route": Case("/v2/classify", 404, "not_found"),
+        "unknown-route": Case("/v1/nowhere", 404, "not_found"),
         "wrong-method": Case("/v1/classify", 405, "method_not_allowed", method="GET"),
         "card-of-unknown-model": Case("/v1/models/..", 404, "not_found", method="GET"),
         "zero-length-multipart-file": Case("/v1/classify", 422, "invalid_input", files=[("file", ("a.png", b"", "image/png"))]),
