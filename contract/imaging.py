@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -166,6 +169,8 @@ def decode_image(
         large = image.width * image.height > LARGE_DECODE_PIXELS
         with _large_decode if large else contextlib.nullcontext():
             image.load()
+            if image.format == "PNG" and not png_rows_complete(data):
+                raise CorruptImage("the image is truncated: its data end before its last row")
             # In place: without an orientation tag, the copying form copies the whole image.
             with contextlib.suppress(Exception):  # a broken EXIF block should not cost the picture
                 ImageOps.exif_transpose(image, in_place=True)
@@ -181,6 +186,45 @@ def decode_image(
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
         raise CorruptImage(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     return DecodedImage(rgb, full_size if drafted else rgb.size, reduction)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_rows_complete(data: bytes) -> bool:
+    """Whether a PNG's image data inflate to every row its header promises.
+
+    Pillow pads a zlib stream that ends early with zeros (10 rows of a 1000×1000 header answered
+    as an image); this counts the inflated bytes, 1 MiB at a time, without keeping them.
+    """
+    if data[12:16] != b"IHDR":
+        return True  # not a PNG Pillow read as one: nothing to say
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = _PNG_CHANNELS.get(colour, 4) * depth
+
+    def row_bytes(w: int) -> int:
+        return 1 + math.ceil(w * bits / 8)
+
+    if interlace:
+        passes = [(math.ceil((width - x) / dx), math.ceil((height - y) / dy)) for x, y, dx, dy in _ADAM7]
+        expected = sum(h * row_bytes(w) for w, h in passes if w > 0 and h > 0)
+    else:
+        expected = height * row_bytes(width)
+    inflater = zlib.decompressobj()
+    got, offset = 0, 8
+    try:
+        while offset + 8 <= len(data) and got < expected:
+            length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+            if kind == b"IDAT":
+                pending = data[offset + 8 : offset + 8 + length]
+                while pending and got < expected:
+                    got += len(inflater.decompress(pending, 1 << 20))
+                    pending = inflater.unconsumed_tail
+            offset += 12 + length
+    except zlib.error:
+        return False
+    return got >= expected
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

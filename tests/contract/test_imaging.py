@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -123,3 +125,20 @@ def test_empty_bytes_are_invalid_input() -> None:
 def test_encode_png_round_trips() -> None:
     image = Image.fromarray(scene(20, 10))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(image)))), np.asarray(image))
+
+
+def test_png_whose_data_end_before_its_last_row_is_corrupt_not_zero_padded() -> None:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ten_rows = b"".join(b"\0" + bytes([200]) * 3000 for _ in range(10))  # a zlib stream that ends cleanly
+    header = struct.pack(">IIBBBBB", 1000, 1000, 8, 2, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(ten_rows))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(CorruptImage, match="truncated"):
+        decode_image(data, 10**8)
