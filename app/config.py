@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     # Server
     host: str = Field(default="0.0.0.0", description="address uvicorn binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port uvicorn binds")
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC (KServe's GRPCInferenceService, Triton's 8001), bound on HOST; 0 = off",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
     )

@@ -139,16 +139,17 @@ class DataPlane:
     def _tracked(self, entry: ModelEntry) -> Iterator[None]:
         """Count the request as a success or a failure (by reason) of its model."""
         annotate(model=entry.name, version=entry.version)  # for the request's access log line
+        started = time.perf_counter()
         try:
             yield
         except ServiceError as exc:
             reason = next((r for kind, r in _FAILURE_REASONS if isinstance(exc, kind)), "INVALID")
-            entry.metrics.request_done(reason)
+            entry.metrics.request_done(reason, time.perf_counter() - started)
             raise
         except Exception:
-            entry.metrics.request_done("OTHER")
+            entry.metrics.request_done("OTHER", time.perf_counter() - started)
             raise
-        entry.metrics.request_done()
+        entry.metrics.request_done(None, time.perf_counter() - started)
 
     # -- classification --------------------------------------------------------------------------
 

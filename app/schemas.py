@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.card import Task
 
-ModelState = Literal["loading", "ready", "failed"]
+ModelState = Literal["loading", "ready", "failed", "unloaded"]  # unloaded: by the repository API
 
 
 class ErrorDetail(BaseModel):
