@@ -75,7 +75,7 @@ class ModelStats:
     execution_count: int = 0  # session.run calls
     last_inference_ms: int = 0  # milliseconds since the epoch
     batches: dict[int, BatchStats] = field(default_factory=dict)
-    served: bool = False  # loaded at least once: only then does /metrics show it, as Triton
+    served: bool = False  # loaded at least once (or counted something): only then on /metrics, as Triton
 
     def batch_done(self, size: int, compute_s: float, queue_s: Sequence[float]) -> None:
         requests = len(queue_s)
@@ -156,7 +156,7 @@ _TRITON_COUNTERS: list[tuple[str, str, Any]] = [
 
 def triton_exposition(stats: Sequence[ModelStats]) -> Iterator[str]:
     """Triton's counters in the Prometheus text format, as Triton writes them (no `_total`)."""
-    served = [s for s in stats if s.served]
+    served = [s for s in stats if s.served or s.execution_count or s.success.count or s.fail.count]
     failure = "nv_inference_request_failure"
     yield f"# HELP {failure} Number of failed inference requests, all batch sizes, by reason\n"
     yield f"# TYPE {failure} counter\n"
