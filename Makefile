@@ -28,8 +28,8 @@ serve: models-if-missing
 	$(PY) -m app
 
 lint: setup
-	$(VENV)/bin/ruff check app training tests bench
-	$(VENV)/bin/ruff format --check app training tests bench
+	$(VENV)/bin/ruff check contract app training tests bench
+	$(VENV)/bin/ruff format --check contract app training tests bench
 	$(VENV)/bin/mypy
 
 test: lint

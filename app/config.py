@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contract import repository
+
 Device = Literal["auto", "cuda", "cpu"]
 
 
@@ -209,6 +211,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("models")
+    @classmethod
+    def _model_specs(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            repository.parse_model_spec(spec)  # `name:abc` or `name:²` is refused at start
+        return value
 
     @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod

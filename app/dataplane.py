@@ -9,19 +9,16 @@ deadline.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image
 
 from app.batching import BatchOutcome
-from app.card import ModelCard, Task
 from app.config import Settings
 from app.errors import (
     DeadlineExceeded,
@@ -30,30 +27,28 @@ from app.errors import (
     ModelNotFound,
     QueueFull,
     ServiceError,
+    from_input_error,
 )
-from app.imaging import DecodedImage, decode_image, encode_jpeg, encode_png, open_image, upright_size
 from app.observability import annotate
 from app.registry import ModelEntry, ModelRegistry
 from app.schemas import (
-    Classification,
     ClassifyResponse,
     InputSize,
     ModelInfo,
     ModelsResponse,
     ModelStatus,
-    Person,
     PoseResponse,
     ReadyResponse,
-    Segmentation,
     SegmentResponse,
-    Size,
     Timing,
 )
-from app.tasks import classification, segmentation
-from app.tasks import pose as pose_task
+from contract.card import ModelCard, Task
+from contract.errors import InputError
+from contract.pipelines import ClassificationPipeline, ImageFormat, PosePipeline, SegmentationPipeline
+from contract.results import Person, Size
+from contract.tasks import pose as pose_task
 
 T = TypeVar("T")
-ImageFormat = Literal["json", "png", "jpeg"]
 
 
 @dataclass
@@ -141,7 +136,10 @@ class DataPlane:
         annotate(model=entry.name, version=entry.version)  # for the request's access log line
         started = time.perf_counter()
         try:
-            yield
+            try:
+                yield
+            except InputError as exc:
+                raise from_input_error(exc) from exc
         except ServiceError as exc:
             reason = next((r for kind, r in _FAILURE_REASONS if isinstance(exc, kind)), "INVALID")
             entry.metrics.request_done(reason, time.perf_counter() - started)
@@ -151,41 +149,43 @@ class DataPlane:
             raise
         entry.metrics.request_done(None, time.perf_counter() - started)
 
+    async def _decode_and_run(
+        self,
+        entry: ModelEntry,
+        clock: _Clock,
+        images: list[bytes],
+        new_batch: Callable[[int], np.ndarray],
+        prepare: Callable[..., T],
+        *args: object,
+    ) -> tuple[list[T], BatchOutcome]:
+        """One row per image: reserve the slots, decode each image into its row on the pool, run.
+
+        Returns what `prepare(data, row, *args)` returned per image, and the batch's outcome.
+        """
+        assert entry.batcher is not None
+        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
+            batch = new_batch(len(images))
+            prepared = await asyncio.gather(
+                *(self._in_pool(prepare, data, batch[i], *args) for i, data in enumerate(images))
+            )
+            clock.preprocessed()
+            return list(prepared), await reservation.submit(batch, clock.deadline)
+
     # -- classification --------------------------------------------------------------------------
 
     async def classify(self, images: list[bytes], model: str | None, top_k: int) -> ClassifyResponse:
         clock = _Clock(self.settings.request_timeout_ms)
         entry, card = self._model(model, "classification")
-        if top_k > len(card.labels):
-            raise InvalidInput(f"top_k={top_k} exceeds the model's {len(card.labels)} classes")
+        pipeline = ClassificationPipeline(card, self.settings.max_image_pixels)
+        pipeline.check_top_k(top_k)
         self._check_count(images)
-        assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
-            batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
-            sizes = await asyncio.gather(
-                *(
-                    self._in_pool(self._prepare_classification, data, card, batch[i])
-                    for i, data in enumerate(images)
-                )
-            )
-            clock.preprocessed()
-            outcome = await reservation.submit(batch, clock.deadline)
-        predictions = classification.top_k(outcome.outputs[0], top_k, card.labels)
+        sizes, outcome = await self._decode_and_run(entry, clock, images, pipeline.batch, pipeline.prepare)
         return ClassifyResponse(
             model=entry.name,
             version=card.version,
-            results=[
-                Classification(predictions=p, image=Size(width=w, height=h))
-                for p, (w, h) in zip(predictions, sizes, strict=True)
-            ],
+            results=pipeline.answer(outcome.outputs[0], sizes, top_k),
             timing=clock.timing(outcome),
         )
-
-    def _prepare_classification(self, data: bytes, card: ModelCard, row: np.ndarray) -> tuple[int, int]:
-        needed = classification.needed_size(card)
-        decoded = decode_image(data, self.settings.max_image_pixels, lambda _: needed)
-        classification.preprocess(decoded, card, row)
-        return decoded.size
 
     # -- segmentation ----------------------------------------------------------------------------
 
@@ -194,82 +194,27 @@ class DataPlane:
     ) -> SegmentResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
         entry, card = self._model(model, "segmentation")
+        pipeline = SegmentationPipeline(card, self.settings.max_image_pixels)
         if output == "jpeg" and not overlay:
             raise InvalidInput("a class mask is not sent as JPEG (lossy); use format=png, or overlay=true")
         wants_image = overlay or output != "json"
         self._check_count(
             images, "an image answer (format=png|jpeg or overlay=true)" if wants_image else None
         )
-        assert entry.batcher is not None
-        with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
-            batch = np.empty((len(images), card.input.height, card.input.width, 3), np.uint8)
-            prepared = await asyncio.gather(
-                *(
-                    self._in_pool(self._prepare_segmentation, data, card, batch[i], overlay)
-                    for i, data in enumerate(images)
-                )
-            )
-            clock.preprocessed()
-            outcome = await reservation.submit(batch, clock.deadline)
+        prepared, outcome = await self._decode_and_run(
+            entry, clock, images, pipeline.batch, pipeline.prepare, overlay
+        )
         masks = outcome.outputs[0]
         if wants_image:
-            decoded, fitted = prepared[0]
-            content = await self._in_pool(
-                self._segmentation_image, masks[0], decoded, fitted, card, overlay, output
-            )
+            content = await self._in_pool(pipeline.image, masks[0], prepared[0], overlay, output)
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
             return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
         results = await asyncio.gather(
-            *(
-                self._in_pool(self._segmentation_json, mask, decoded, fitted, card)
-                for mask, (decoded, fitted) in zip(masks, prepared, strict=True)
-            )
+            *(self._in_pool(pipeline.answer, mask, one) for mask, one in zip(masks, prepared, strict=True))
         )
         return SegmentResponse(
             model=entry.name, version=card.version, results=results, timing=clock.timing(outcome)
         )
-
-    def _prepare_segmentation(
-        self, data: bytes, card: ModelCard, row: np.ndarray, overlay: bool
-    ) -> tuple[DecodedImage, tuple[int, int]]:
-        """Write the canvas into `row`; keep the full image only where an overlay needs it."""
-        needed = None if overlay else (lambda size: segmentation.resized_size(size, card))
-        decoded = decode_image(data, self.settings.max_image_pixels, needed)
-        fitted = segmentation.preprocess(decoded, card, row)
-        if not overlay:  # the answer needs only the size; free the pixels while the request waits
-            decoded = DecodedImage(Image.new("RGB", (1, 1)), decoded.size)
-        return decoded, fitted
-
-    @staticmethod
-    def _segmentation_json(
-        mask: np.ndarray, decoded: DecodedImage, fitted: tuple[int, int], card: ModelCard
-    ) -> Segmentation:
-        mask = mask.astype(np.uint8, copy=False)
-        full = segmentation.mask_to_image_size(mask, fitted, decoded.size)
-        png = encode_png(segmentation.mask_image(full, card))
-        # Counted on the smaller of the two masks: the same fractions (1080p: 0.5 Mpx, not 2 Mpx).
-        small = segmentation.unpadded(mask, fitted)
-        classes = segmentation.classes_present(small if small.size < full.size else full, card, decoded.size)
-        return Segmentation(
-            image=Size(width=decoded.size[0], height=decoded.size[1]),
-            classes=classes,
-            mask_png=base64.b64encode(png).decode("ascii"),
-        )
-
-    @staticmethod
-    def _segmentation_image(
-        mask: np.ndarray,
-        decoded: DecodedImage,
-        fitted: tuple[int, int],
-        card: ModelCard,
-        overlay: bool,
-        output: ImageFormat,
-    ) -> bytes:
-        full = segmentation.mask_to_image_size(mask.astype(np.uint8, copy=False), fitted, decoded.size)
-        if not overlay:
-            return encode_png(segmentation.mask_image(full, card))
-        blended = segmentation.overlay(decoded.image, full, card)
-        return encode_jpeg(blended) if output == "jpeg" else encode_png(blended)
 
     # -- pose ------------------------------------------------------------------------------------
 
@@ -283,30 +228,28 @@ class DataPlane:
     ) -> PoseResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
         entry, card = self._model(model, "pose")
+        pipeline = PosePipeline(card, self.settings.max_image_pixels, self.settings.pose_flip_test)
         self._check_count(images, "pose")
         boxes = pose_task.parse_boxes(boxes_json, self.settings.max_boxes) if boxes_json is not None else None
         wants_image = overlay or output != "json"
-        flip = self.settings.pose_flip_test and bool(card.flip_indices)
-        slots = (len(boxes) if boxes is not None else 1) * (2 if flip else 1)
+        slots = pipeline.rows(boxes)
         outcome: BatchOutcome | None = None
         assert entry.batcher is not None
         with self._tracked(entry):
             if slots == 0:  # an explicit empty list of boxes: nobody to look at
-                decoded = await self._in_pool(self._decode_for_pose, images[0], wants_image)
+                decoded = await self._in_pool(pipeline.nobody, images[0], wants_image)
                 clock.preprocessed()
                 found: list[Person] = []
             else:
                 with entry.batcher.reserve(slots, clock.deadline) as reservation:
-                    batch = np.empty((slots, card.input.height, card.input.width, 3), np.uint8)
-                    decoded, person_boxes, crops = await self._in_pool(
-                        self._prepare_pose, images[0], boxes, card, batch, flip, wants_image
-                    )
+                    batch = pipeline.batch(slots)
+                    prepared = await self._in_pool(pipeline.prepare, images[0], boxes, batch, wants_image)
                     clock.preprocessed()
                     outcome = await reservation.submit(batch, clock.deadline)
-                keypoints, scores = pose_task.decode_people(outcome.outputs[0], crops, card, flip)
-                found = pose_task.people(person_boxes, keypoints, scores, card)
+                decoded = prepared.decoded
+                found = pipeline.answer(outcome.outputs[0], prepared)
         if wants_image:
-            content = await self._in_pool(self._pose_image, decoded, found, card, output)
+            content = await self._in_pool(pipeline.image, decoded, found, output)
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
             return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
         return PoseResponse(
@@ -314,53 +257,9 @@ class DataPlane:
             version=card.version,
             image=Size(width=decoded.size[0], height=decoded.size[1]),
             people=found,
-            skeleton=pose_task.skeleton_names(card),
+            skeleton=pipeline.skeleton(),
             timing=clock.timing(outcome),
         )
-
-    def _decode_for_pose(self, data: bytes, full: bool) -> DecodedImage:
-        """The whole image (to draw on), or only its header (for its size)."""
-        if full:
-            return decode_image(data, self.settings.max_image_pixels)
-        header = open_image(data, self.settings.max_image_pixels)
-        return DecodedImage(header, upright_size(header))
-
-    def _prepare_pose(
-        self,
-        data: bytes,
-        boxes: np.ndarray | None,
-        card: ModelCard,
-        batch: np.ndarray,
-        flip: bool,
-        keep_pixels: bool = True,
-    ) -> tuple[DecodedImage, np.ndarray, pose_task.Crops]:
-        """Crop the people into `batch`; keep the full image only where the answer draws on it.
-
-        A JPEG is decoded at the smallest DCT scale the crops allow (`pose.draft_size`: a third of
-        the time at 1080p), except when the answer draws on it: the drawing is full size.
-        """
-
-        def needed_size(size: tuple[int, int]) -> tuple[int, int]:
-            people = boxes if boxes is not None else pose_task.whole_image_box(size)
-            return pose_task.draft_size(size, people, card)
-
-        decoded = decode_image(data, self.settings.max_image_pixels, None if keep_pixels else needed_size)
-        if boxes is None:
-            boxes = pose_task.whole_image_box(decoded.size)
-        else:
-            pose_task.check_boxes_in_image(boxes, decoded.size)
-        image = np.asarray(decoded.image)
-        crops = pose_task.crop_people(image, boxes, card, batch, flip, decoded.reduction)
-        if not keep_pixels:  # 64 queued 1080p requests held ~400 MB of pixels only for their size
-            decoded = DecodedImage(Image.new("RGB", (1, 1)), decoded.size)
-        return decoded, boxes, crops
-
-    @staticmethod
-    def _pose_image(
-        decoded: DecodedImage, found: list[Person], card: ModelCard, output: ImageFormat
-    ) -> bytes:
-        drawn = pose_task.draw(decoded.image, found, card)
-        return encode_jpeg(drawn) if output == "jpeg" else encode_png(drawn)
 
     # -- raw tensors (the Open Inference Protocol, app/protocol) --------------------------------
 

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contract.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,6 +80,13 @@ class InferenceFailed(ServiceError):
 class ModelNotReady(ServiceError):
     status, code = 503, "model_not_ready"
 
+    # A model loads and warms in seconds: the client should come back then, not in 1 s.
+    LOADING_RETRY_AFTER_S = 5
+
+    @classmethod
+    def loading(cls, name: str) -> ModelNotReady:
+        return cls(f"model {name} is still loading", headers={"Retry-After": str(cls.LOADING_RETRY_AFTER_S)})
+
 
 class QueueFull(ServiceError):
     status, code = 503, "queue_full"
@@ -85,6 +94,16 @@ class QueueFull(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     status, code = 504, "deadline_exceeded"
+
+
+_BY_INPUT_CODE: dict[str, type[ServiceError]] = {
+    kind.code: kind for kind in (InvalidInput, NotAnImage, ImageTooLarge, CorruptImage, InvalidBoxes)
+}
+
+
+def from_input_error(exc: InputError) -> ServiceError:
+    """The service's answer to a `contract` input error: the same code, with its HTTP status."""
+    return _BY_INPUT_CODE.get(exc.code, InvalidInput)(exc.message)
 
 
 _CODES_BY_STATUS = {
@@ -105,6 +124,13 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
+def protocol_error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The Open Inference Protocol's error shape (`/v2`): `{"error": "message"}`."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None, details: Any = None
 ) -> JSONResponse:
@@ -117,6 +143,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         return error_response(exc.status_code, exc.code, exc.message, exc.headers)
     code = _CODES_BY_STATUS.get(exc.status_code, "error")
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    error = from_input_error(exc)
+    return error_response(error.status_code, error.code, error.message)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -138,5 +170,6 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from app.card import ModelCard
+from contract.card import ModelCard
 
 logger = logging.getLogger(__name__)
 

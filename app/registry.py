@@ -17,13 +17,15 @@ import numpy as np
 import onnxruntime as ort
 
 from app.batching import DynamicBatcher
-from app.card import CARD_FILE, MODEL_FILE, ModelCard, Task, sha256_file
 from app.config import Settings
 from app.errors import ModelNotFound, ModelNotReady, WrongTask
 from app.iobinding import BoundRunner, bound_runner
 from app.metrics import Metrics, ModelMetrics
 from app.runtime import DevicePlan, InputProfile, create_session
 from app.schemas import ModelState
+from contract import repository
+from contract.card import ModelCard, Task, sha256_file
+from contract.repository import CARD_FILE, MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +101,6 @@ def rows_per_run(settings: Settings, card: ModelCard, runs: int) -> int:
     return max(1, batch_limit(settings, card) // runs)
 
 
-def _versions(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _parse_model_spec(spec: str) -> tuple[str, int | None]:
-    name, _, version = spec.partition(":")
-    return name, int(version) if version.isdigit() else None
-
-
 class ModelRegistry:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -124,17 +117,15 @@ class ModelRegistry:
         if not root.is_dir():
             self.problems.append(f"model repository {root} is not a folder")
             logger.error("model repository %s is not a folder", root)
-            found: dict[str, Path] = {}
-        else:
-            found = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-        wanted = [_parse_model_spec(s) for s in self.settings.models] or [(n, None) for n in found]
+        found = repository.model_dirs(root)
+        wanted = [repository.parse_model_spec(s) for s in self.settings.models] or [(n, None) for n in found]
         for name, version in wanted:
             model_dir = found.get(name)
             if model_dir is None:
                 entry = self._add(name, version, root / name)
                 entry.fail(f"no folder {name!r} in the model repository {root}")
                 continue
-            versions = _versions(model_dir)
+            versions = repository.versions(model_dir)
             chosen = version if version is not None else (versions[-1] if versions else None)
             entry = self._add(name, chosen, model_dir / str(chosen) if chosen is not None else model_dir)
             if chosen is None:
@@ -315,7 +306,7 @@ class ModelRegistry:
         if entry.card is not None and entry.card.task != task:
             raise WrongTask(f"model {entry.name} does {entry.card.task}, not {task}")
         if entry.state == "loading":
-            raise ModelNotReady(f"model {entry.name} is still loading", headers={"Retry-After": "5"})
+            raise ModelNotReady.loading(entry.name)
         if entry.state == "unloaded":
             raise ModelNotReady(unloaded_message(entry.name))
         if entry.state == "failed" or entry.batcher is None:

@@ -19,11 +19,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from app.card import CARD_FILE, MODEL_FILE
 from app.config import Settings
 from app.errors import ModelNotFound, ModelNotReady, ServiceError
-from app.registry import ModelEntry, ModelLoadError, ModelRegistry, _parse_model_spec, _versions
+from app.registry import ModelEntry, ModelLoadError, ModelRegistry
 from app.schemas import ReloadResponse
+from contract import repository
+from contract.repository import CARD_FILE, MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +59,20 @@ class ModelReloader:
         self._retiring: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._pinned = {
-            name for name, version in map(_parse_model_spec, settings.models) if version is not None
+            name for name, version in map(repository.parse_model_spec, settings.models) if version is not None
         }
 
     # -- the repository --------------------------------------------------------------------------
 
     def _model_dir(self, name: str) -> Path | None:
         """The folder of a served model, found by listing the repository (a name is never a path)."""
-        root = self.settings.model_repository
-        with contextlib.suppress(OSError):
-            for child in root.iterdir():
-                if child.name == name and child.is_dir():
-                    return child
-        return None
+        return repository.model_dirs(self.settings.model_repository).get(name)
 
     def _available(self, name: str) -> tuple[Path, list[int]]:
         model_dir = self._model_dir(name)
         if model_dir is None:
             raise ReloadFailed(f"no folder {name!r} in the model repository {self.settings.model_repository}")
-        return model_dir, _versions(model_dir)
+        return model_dir, repository.versions(model_dir)
 
     # -- reloading -------------------------------------------------------------------------------
 
@@ -91,7 +87,7 @@ class ModelReloader:
         async with self._locks[name]:
             current = self.registry.entries[name]
             if current.state == "loading":
-                raise ModelNotReady(f"model {name} is still loading", headers={"Retry-After": "5"})
+                raise ModelNotReady.loading(name)
             model_dir, versions = self._available(name)
             target = version if version is not None else (versions[-1] if versions else None)
             if target is None or target not in versions:
@@ -203,7 +199,7 @@ class ModelReloader:
         if name in self._pinned or entry.state in ("loading", "unloaded") or self._locks[name].locked():
             return
         model_dir = self._model_dir(name)
-        versions = _versions(model_dir) if model_dir is not None else []
+        versions = repository.versions(model_dir) if model_dir is not None else []
         if model_dir is None or not versions:
             return
         newest = versions[-1]

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.card import Task
+from contract.card import Task
+from contract.results import Classification, Person, Segmentation, Size
 
 ModelState = Literal["loading", "ready", "failed", "unloaded"]  # unloaded: by the repository API
 
@@ -39,58 +40,14 @@ class ModelRef(BaseModel):
     version: int = Field(description="version of the model that answered")
 
 
-class Size(BaseModel):
-    width: int
-    height: int
-
-
-class Prediction(BaseModel):
-    label: str
-    index: int = Field(description="class index in the model's output")
-    score: float = Field(description="softmax probability")
-
-
-class Classification(BaseModel):
-    predictions: list[Prediction] = Field(description="the top_k classes, highest score first")
-    image: Size = Field(description="size of the upright input image")
-
-
 class ClassifyResponse(ModelRef):
     results: list[Classification] = Field(description="one entry per uploaded image, in upload order")
     timing: Timing
 
 
-class SegmentClass(BaseModel):
-    index: int
-    label: str
-    fraction: float = Field(description="share of the image's pixels assigned to this class")
-    color: tuple[int, int, int] | None = Field(None, description="RGB colour of the class in the palette")
-
-
-class Segmentation(BaseModel):
-    image: Size = Field(description="size of the upright input image (and of the mask)")
-    classes: list[SegmentClass] = Field(description="classes present, largest first")
-    mask_png: str = Field(
-        description="base64 of a palette PNG at the image's size whose pixel values are class indices"
-    )
-
-
 class SegmentResponse(ModelRef):
     results: list[Segmentation]
     timing: Timing
-
-
-class Keypoint(BaseModel):
-    name: str
-    x: float = Field(description="image pixels, origin at the top-left pixel's centre")
-    y: float
-    score: float = Field(description="heatmap peak value")
-
-
-class Person(BaseModel):
-    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in image pixels")
-    score: float = Field(description="mean keypoint score")
-    keypoints: list[Keypoint]
 
 
 class PoseResponse(ModelRef):

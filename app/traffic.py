@@ -20,11 +20,10 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
-from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
+from app.errors import error_response, protocol_error_response
 
 # Paths that must answer while the service is saturated: probes, metrics, the API description.
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc"})
@@ -47,7 +46,7 @@ async def refuse(
 ) -> None:
     """Answer an error from middleware, in the error shape of the request's protocol."""
     if scope.get("path", "").startswith("/v2"):
-        response = JSONResponse({"error": message}, status_code=status, headers=headers)
+        response = protocol_error_response(status, message, headers)
     else:
         response = error_response(status, code, message, headers)
     await response(scope, receive, send)

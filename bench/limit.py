@@ -1,7 +1,7 @@
 """The limit: what the same work costs in-process, with no HTTP, no queue and no event loop.
 
-The same JPEGs are decoded and preprocessed by the service's own functions (`app.imaging`,
-`app.tasks.*`, as `app.dataplane` calls them) straight into the rows of a batch buffer, and run
+The same JPEGs are decoded and preprocessed by the service's own pipelines (`contract.pipelines`,
+which `app.dataplane` calls too) straight into the rows of a batch buffer, and run
 through an ONNX Runtime session made by the service's own `app.runtime.create_session` (same
 session options, same thread count), on the same cores. Two schedules are timed per batch size:
 
@@ -28,44 +28,26 @@ from pathlib import Path
 
 import numpy as np
 
-from app.card import ModelCard
 from app.config import Settings
-from app.imaging import decode_image
 from app.registry import inference_runs
 from app.runtime import create_session, plan_device
-from app.tasks import classification, segmentation
-from app.tasks import pose as pose_task
+from contract.card import ModelCard
+from contract.pipelines import ClassificationPipeline, PosePipeline, SegmentationPipeline
 
-Prepare = Callable[[bytes, np.ndarray], None]
+Prepare = Callable[[bytes, np.ndarray], object]
 
 
 def preparer(card: ModelCard, settings: Settings) -> Prepare:
-    """Bytes → the model input written into one row (H, W, 3), exactly as `app.dataplane` does it."""
+    """Bytes → the model input written into one row (H, W, 3), by the pipeline the service uses."""
     max_pixels = settings.max_image_pixels
     if card.task == "classification":
-        needed = classification.needed_size(card)
-
-        def prepare_classification(data: bytes, row: np.ndarray) -> None:
-            decoded = decode_image(data, max_pixels, lambda _: needed)
-            classification.preprocess(decoded, card, row)
-
-        return prepare_classification
+        return ClassificationPipeline(card, max_pixels).prepare
     if card.task == "segmentation":
-
-        def prepare_segmentation(data: bytes, row: np.ndarray) -> None:
-            decoded = decode_image(data, max_pixels, lambda size: segmentation.resized_size(size, card))
-            segmentation.preprocess(decoded, card, row)
-
-        return prepare_segmentation
+        return SegmentationPipeline(card, max_pixels).prepare
+    pose = PosePipeline(card, max_pixels)
 
     def prepare_pose(data: bytes, row: np.ndarray) -> None:  # no boxes: the whole image is the person
-        def needed_size(size: tuple[int, int]) -> tuple[int, int]:  # as for a JSON answer
-            return pose_task.draft_size(size, pose_task.whole_image_box(size), card)
-
-        decoded = decode_image(data, max_pixels, needed_size)
-        boxes = pose_task.whole_image_box(decoded.size)
-        image = np.asarray(decoded.image)
-        pose_task.crop_people(image, boxes, card, row[None], flip=False, reduction=decoded.reduction)
+        pose.prepare(data, None, row[None])
 
     return prepare_pose
 

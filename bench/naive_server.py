@@ -1,6 +1,6 @@
 """The baseline: the server one writes first. FastAPI + uvicorn, one `session.run` per request.
 
-Same models, same decoding and pre/post-processing functions as the service, same answers (the
+Same models, the same per-task pipelines as the service (`contract.pipelines`), same answers (the
 service's pydantic schemas) on the same `/v1` paths for a raw `image/*` body; but no batching, no
 queue bound and no deadline: each request is handled by a plain `def` endpoint on Starlette's
 thread pool, so runs overlap on the shared session. Its sessions are opened as one first would,
@@ -13,7 +13,6 @@ Run: `MODEL_REPOSITORY=models PORT=8001 python -m bench.naive_server`.
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from pathlib import Path
@@ -25,21 +24,14 @@ import uvicorn
 from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.card import CARD_FILE, MODEL_FILE, ModelCard
 from app.config import Settings
-from app.imaging import decode_image, encode_png
 from app.runtime import create_session, plan_device
-from app.schemas import (
-    Classification,
-    ClassifyResponse,
-    PoseResponse,
-    Segmentation,
-    SegmentResponse,
-    Size,
-    Timing,
-)
-from app.tasks import classification, segmentation
-from app.tasks import pose as pose_task
+from app.schemas import ClassifyResponse, PoseResponse, SegmentResponse, Timing
+from contract import repository
+from contract.card import ModelCard
+from contract.pipelines import ClassificationPipeline, PosePipeline, SegmentationPipeline
+from contract.repository import CARD_FILE, MODEL_FILE
+from contract.results import Size
 
 ImageBody = Annotated[bytes, Body(media_type="image/jpeg")]
 
@@ -60,14 +52,10 @@ class NaiveModel:
 
 def load_models(settings: Settings) -> dict[str, NaiveModel]:
     """The newest version of every model in the repository (or of those in MODELS)."""
-    models = {}
-    for model_dir in sorted(p for p in settings.model_repository.iterdir() if p.is_dir()):
-        if settings.models and model_dir.name not in settings.models:
-            continue
-        versions = sorted((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        if versions:
-            models[model_dir.name] = NaiveModel(versions[-1], settings)
-    return models
+    return {
+        found.name: NaiveModel(found.path, settings)
+        for found in repository.newest_versions(settings.model_repository, settings.models)
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -102,17 +90,13 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> ClassifyResponse:
         started = time.monotonic()
         m = pick(model, "classification")
-        card = m.card
-        batch = np.empty((1, card.input.height, card.input.width, 3), np.uint8)
-        needed = classification.needed_size(card)
-        decoded = decode_image(body, settings.max_image_pixels, lambda _: needed)
-        classification.preprocess(decoded, card, batch[0])
-        predictions = classification.top_k(m.run(batch)[0], top_k, card.labels)
-        w, h = decoded.size
+        pipeline = ClassificationPipeline(m.card, settings.max_image_pixels)
+        batch = pipeline.batch(1)
+        size = pipeline.prepare(body, batch[0])
         return ClassifyResponse(
-            model=card.name,
-            version=card.version,
-            results=[Classification(predictions=predictions[0], image=Size(width=w, height=h))],
+            model=m.card.name,
+            version=m.card.version,
+            results=pipeline.answer(m.run(batch)[0], [size], top_k),
             timing=timing(started),
         )
 
@@ -120,38 +104,27 @@ def create_app(settings: Settings) -> FastAPI:
     def segment(body: ImageBody, model: str | None = None) -> SegmentResponse:
         started = time.monotonic()
         m = pick(model, "segmentation")
-        card = m.card
-        batch = np.empty((1, card.input.height, card.input.width, 3), np.uint8)
-        decoded = decode_image(body, settings.max_image_pixels, lambda s: segmentation.resized_size(s, card))
-        fitted = segmentation.preprocess(decoded, card, batch[0])
-        mask = m.run(batch)[0][0].astype(np.uint8, copy=False)
-        full = segmentation.mask_to_image_size(mask, fitted, decoded.size)
-        png = encode_png(segmentation.mask_image(full, card))
-        result = Segmentation(
-            image=Size(width=decoded.size[0], height=decoded.size[1]),
-            classes=segmentation.classes_present(full, card),
-            mask_png=base64.b64encode(png).decode("ascii"),
-        )
+        pipeline = SegmentationPipeline(m.card, settings.max_image_pixels)
+        batch = pipeline.batch(1)
+        prepared = pipeline.prepare(body, batch[0])
+        result = pipeline.answer(m.run(batch)[0][0], prepared)
         return SegmentResponse(
-            model=card.name, version=card.version, results=[result], timing=timing(started)
+            model=m.card.name, version=m.card.version, results=[result], timing=timing(started)
         )
 
     @app.post("/v1/pose", response_model=PoseResponse)
     def pose(body: ImageBody, model: str | None = None) -> PoseResponse:
         started = time.monotonic()
         m = pick(model, "pose")
-        card = m.card
-        batch = np.empty((1, card.input.height, card.input.width, 3), np.uint8)
-        decoded = decode_image(body, settings.max_image_pixels)
-        boxes = pose_task.whole_image_box(decoded.size)
-        crops = pose_task.crop_people(np.asarray(decoded.image), boxes, card, batch, flip=False)
-        keypoints, scores = pose_task.decode_people(m.run(batch)[0], crops, card, flip=False)
+        pipeline = PosePipeline(m.card, settings.max_image_pixels)
+        batch = pipeline.batch(1)
+        prepared = pipeline.prepare(body, None, batch)
         return PoseResponse(
-            model=card.name,
-            version=card.version,
-            image=Size(width=decoded.size[0], height=decoded.size[1]),
-            people=pose_task.people(boxes, keypoints, scores, card),
-            skeleton=pose_task.skeleton_names(card),
+            model=m.card.name,
+            version=m.card.version,
+            image=Size(width=prepared.decoded.size[0], height=prepared.decoded.size[1]),
+            people=pipeline.answer(m.run(batch)[0], prepared),
+            skeleton=pipeline.skeleton(),
             timing=timing(started),
         )
 

@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.card import ModelCard
 from bench.images import DEFAULT_SIZES, image_set, write_images
 from bench.load import LoadSpec
 from bench.report import percentile
 from bench.server import ServerProcess, free_port
+from contract.card import ModelCard
 
 SKIPPED = "perf_analyzer skipped"
 

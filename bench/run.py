@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 
-from app.card import CARD_FILE, MODEL_FILE, ModelCard
 from app.config import Settings
 from app.registry import batch_limit
 from bench.images import BenchImage, image_set, write_images
@@ -24,6 +23,8 @@ from bench.limit import Limit, measure_limit
 from bench.load import LoadResult, LoadSpec
 from bench.report import Report, ServerFigures, Step, Target, percentile, write
 from bench.server import ServerProcess, batch_counters
+from contract import repository as model_repository
+from contract.card import ModelCard
 
 NAIVE_KINDS = {"default": "naive", "service": "naive-svc-opts"}  # --baseline-options → server name
 TASK_PATHS = {"classification": "/v1/classify", "segmentation": "/v1/segment", "pose": "/v1/pose"}
@@ -89,12 +90,12 @@ class MachineCpu:
 def find_models(repository: Path, settings: Settings) -> dict[str, tuple[ModelCard, Path]]:
     """task → (card, onnx path) of the model the service would answer the task with by default."""
     by_task: dict[str, list[tuple[ModelCard, Path]]] = {}
-    for card_path in sorted(repository.glob(f"*/*/{CARD_FILE}")):
+    for newest in model_repository.newest_versions(repository):
         try:
-            card = ModelCard.read(card_path)
+            card = ModelCard.read(newest.card_file)
         except Exception:
             continue
-        by_task.setdefault(card.task, []).append((card, card_path.parent / MODEL_FILE))
+        by_task.setdefault(card.task, []).append((card, newest.model_file))
     chosen = {}
     for task, found in by_task.items():
         default = [f for f in found if f[0].name == settings.default_model(task)]

@@ -63,7 +63,7 @@ def build_repository(out: Path) -> None:
     """Export the default recipes into `out` (random weights, calibrated BatchNorm)."""
     import torch
 
-    from app.card import Weights
+    from contract.card import Weights
     from training.export import export_model
     from training.recipes import DEFAULT_RECIPES, get_recipe
 

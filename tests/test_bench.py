@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.card import ModelCard
+from contract.card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 

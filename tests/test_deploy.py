@@ -24,10 +24,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_file
 from app.config import Settings
 from app.main import create_app
 from app.metrics import Metrics
+from contract.card import ModelCard, sha256_file
+from contract.repository import CARD_FILE, MODEL_FILE
 from training import triton
 from training.__main__ import build_parser
 from training.recipes import DEFAULT_RECIPES

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.card import ModelCard, Weights
+from contract.card import ModelCard, Weights
 from tests.app.conftest import serve
 from training.data.classification import ImageFolderDataset, ResizeCenterCrop
 from training.data.synthetic import generate

@@ -51,7 +51,7 @@ def _cmd_summary(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from app.card import Weights
+    from contract.card import Weights
     from training.checkpoints import load_checkpoint
     from training.export import export_model
 
@@ -101,7 +101,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from app.card import Weights
+    from contract.card import Weights
     from training.engine import TrainOptions, train
     from training.export import export_model
 

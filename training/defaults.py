@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.card import Weights
+from contract.card import Weights
 from training.checkpoints import CheckpointError, fetch, load_checkpoint
 from training.recipes import DEFAULT_RECIPES, Recipe, Schedule, get_recipe
 
@@ -288,7 +288,8 @@ def _train_synthetic(
         init_backbone=init_backbone,
         zero_init_residual=plan.zero_init_residual and init_backbone is None,
         evaluate=finish is None,
-        extra={"scale_wh": plan.scale_wh, "min_crop_scale": plan.min_crop_scale},
+        scale_wh=plan.scale_wh,
+        min_crop_scale=plan.min_crop_scale,
     )
     result = train(trained, options)
     if finish is None:

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sized
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,7 +47,10 @@ class TrainOptions:
     evaluate: bool = True  # False: skip the held-out evaluation (a phase that another one continues)
     max_minutes: float | None = None  # stop early, keeping the schedule of the planned run
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # RandomResizedCrop's smallest area (the row's 0.08 loses a small object in many crops)
+    min_crop_scale: float | None = None
+    # (w, h) segmentation resize target; default the recipe's (small synthetic scenes want less)
+    scale_wh: tuple[int, int] | None = None
 
 
 @dataclass

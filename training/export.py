@@ -10,8 +10,6 @@ and the export is refused if they differ beyond the task's tolerance.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from app.card import (
-    CARD_FILE,
+from contract.card import (
     METADATA_KEY,
-    MODEL_FILE,
     InputSpec,
     ModelCard,
     OutputSpec,
@@ -34,6 +30,7 @@ from app.card import (
     Weights,
     sha256_file,
 )
+from contract.repository import CARD_FILE, MODEL_FILE, write_version
 from training.nets.models import Exported
 from training.recipes import Recipe
 
@@ -89,11 +86,6 @@ def _compare(task: str, reference: np.ndarray, onnx_out: np.ndarray) -> float:
     return float(np.max(np.abs(reference.astype(np.float64) - onnx_out.astype(np.float64))))
 
 
-def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
-
-
 def export_model(
     model: nn.Module,
     recipe: Recipe,
@@ -112,10 +104,7 @@ def export_model(
     with torch.no_grad():
         reference = wrapper(torch.from_numpy(images)).numpy()
 
-    model_dir = Path(out) / recipe.name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
-    try:
+    with write_version(Path(out), recipe.name) as (staging, version):
         onnx_path = staging / MODEL_FILE
         with torch.no_grad(), warnings.catch_warnings():
             # Shapes are fixed at export by design (only the batch axis is dynamic).
@@ -143,7 +132,6 @@ def export_model(
                 f"over the tolerance {spec.tolerance:g}; nothing was written"
             )
 
-        version = next_version(model_dir)
         card = _card(
             recipe,
             version,
@@ -158,12 +146,7 @@ def export_model(
         onnx.save(proto, str(onnx_path))
         card = card.model_copy(update={"onnx_sha256": sha256_file(onnx_path)})
         (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
-        target = model_dir / str(version)
-        staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
-        staging.rename(target)  # atomic: the service never sees a half-written version
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return Path(out) / recipe.name / str(version)
 
 
 def _pin_output_shape(onnx_path: Path, shape: list[int]) -> None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from torch import nn
 
-from app.card import Task
+from contract.card import Task
 from training import labels
 from training.nets.heads import (
     ASPPHead,

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as torch_default_collate
 
-from app.pose_geometry import decode_heatmaps, keypoints_to_image
+from contract.pose_geometry import decode_heatmaps, keypoints_to_image
 from training.recipes import Recipe
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class ClassificationAdapter:
 
         # The row's RandomResizedCrop keeps 8-100% of the image; a data set of one small object per
         # image (the synthetic shapes) loses the object in many such crops, so a run may raise it.
-        min_scale = float(self.options.extra.get("min_crop_scale") or 0.08)
+        min_scale = self.options.min_crop_scale or 0.08
         return ImageFolderDataset(
             self.options.data, "train", RandomResizedCrop(self.size, scale=(min_scale, 1.0))
         )
@@ -98,7 +98,8 @@ class SegmentationAdapter:
         self.recipe, self.options = recipe, options
         self.crop = options.train_size or recipe.input_size
         # The synthetic data sets are smaller than the real ones: scale the resize target with them.
-        self.scale = options.extra.get("scale_wh") or recipe.seg_scale or recipe.input_size[::-1]
+        height, width = recipe.input_size
+        self.scale: tuple[int, int] = options.scale_wh or recipe.seg_scale or (width, height)
 
     def _dataset(self, split: str, transform: Any) -> Dataset[Any]:
         from training.data.segmentation import ADE20KDataset, CityscapesDataset
@@ -113,7 +114,7 @@ class SegmentationAdapter:
     def train_dataset(self) -> Dataset[Any]:
         from training.data.segmentation import SegTrainTransform
 
-        return self._dataset("train", SegTrainTransform(scale_wh=tuple(self.scale), crop_size_hw=self.crop))
+        return self._dataset("train", SegTrainTransform(scale_wh=self.scale, crop_size_hw=self.crop))
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
         images, labels = batch

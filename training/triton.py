@@ -20,7 +20,9 @@ from pathlib import Path
 
 import onnx
 
-from app.card import CARD_FILE, MODEL_FILE, ModelCard
+from contract import repository
+from contract.card import ModelCard
+from contract.repository import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +140,6 @@ def config_pbtxt(
     return "\n".join(lines) + "\n"
 
 
-def _is_version(folder: Path) -> bool:
-    return (folder / MODEL_FILE).is_file() and (folder / CARD_FILE).is_file()
-
-
 def _place(source: Path, target: Path) -> None:
     """Hard-link `source` at `target` (no copy of the weights), copying across file systems."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,23 +173,22 @@ def export_triton(
         raise ValueError(f"instance_kind must be KIND_GPU, KIND_CPU or KIND_AUTO, not {instance_kind!r}")
     models_dir, out_dir = Path(models_dir), Path(out_dir)
     written: list[Path] = []
-    for model_dir in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = sorted(
-            (int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and _is_version(p)), reverse=True
-        )
-        if not versions:
+    for name, model_dir in repository.model_dirs(models_dir).items():
+        found = repository.complete_versions(model_dir)
+        if not found:
             continue
-        newest = model_dir / str(versions[0])
-        card = ModelCard.read(newest / CARD_FILE)
-        signature = read_signature(newest / MODEL_FILE)
-        target = out_dir / model_dir.name
+        newest = found[-1]
+        versions = [v.version for v in reversed(found)]
+        card = ModelCard.read(newest.card_file)
+        signature = read_signature(newest.model_file)
+        target = out_dir / name
         placed: set[str] = set()
         for version in versions:
             source = model_dir / str(version) / MODEL_FILE
             if version != versions[0] and read_signature(source) != signature:
                 logger.warning(
                     "%s: version %d has another signature than %d; left out",
-                    model_dir.name,
+                    name,
                     version,
                     versions[0],
                 )
@@ -199,7 +196,9 @@ def export_triton(
             _place(source, target / str(version) / MODEL_FILE)
             placed.add(str(version))
         # A version left over from an earlier export would be served under this config: remove it.
-        for stale in (p for p in target.iterdir() if p.name.isdigit() and p.name not in placed):
+        for stale in (
+            p for p in target.iterdir() if repository.is_version_name(p.name) and p.name not in placed
+        ):
             shutil.rmtree(stale)
 
         label_output = None
@@ -208,7 +207,7 @@ def export_triton(
             # One label per line, in output order: Triton's classification extension reads it so.
             (target / LABELS_FILE).write_text("\n".join(card.labels) + "\n", encoding="utf-8")
         config = config_pbtxt(
-            model_dir.name,
+            name,
             signature,
             max_batch_size,
             max_queue_delay_us,

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 
 from app.api.deps import RAW_IMAGE_BODY, DataPlaneDep, FilesParam, read_images
-from app.card import ModelCard
-from app.dataplane import ImageAnswer, ImageFormat
+from app.dataplane import ImageAnswer
 from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
@@ -16,6 +15,8 @@ from app.schemas import (
     PoseResponse,
     SegmentResponse,
 )
+from contract.card import ModelCard
+from contract.pipelines import ImageFormat
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 

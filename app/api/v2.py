@@ -8,7 +8,7 @@ clients read that field, and an object there would reach their users as a dict.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import DataPlaneDep
-from app.errors import BadRequest, ServiceError
+from app.errors import BadRequest, ServiceError, protocol_error_response
 from app.protocol.codec import HEADER_LENGTH
 from app.protocol.datamodels import (
     InferenceRequest,
@@ -41,10 +41,6 @@ from app.schemas import ReloadResponse
 logger = logging.getLogger(__name__)
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 class ProtocolRoute(APIRoute):
     """A route whose failures answer in the protocol's error shape."""
 
@@ -56,12 +52,12 @@ class ProtocolRoute(APIRoute):
                 return await handler(request)
             except StarletteHTTPException as exc:  # ServiceError included (the body limit's 413 too)
                 message = exc.message if isinstance(exc, ServiceError) else str(exc.detail)
-                return _error(exc.status_code, message, exc.headers)
+                return protocol_error_response(exc.status_code, message, exc.headers)
             except RequestValidationError as exc:
-                return _error(400, f"invalid request: {exc.errors()[0].get('msg', '')}")
+                return protocol_error_response(400, f"invalid request: {exc.errors()[0].get('msg', '')}")
             except Exception:
                 logger.exception("unhandled error on %s", request.url.path)
-                return _error(500, "internal server error")
+                return protocol_error_response(500, "internal server error")
 
         return answer_protocol_errors
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from app.card import MODEL_FILE, ModelCard
 from app.dataplane import DataPlane
 from app.errors import BadRequest, ModelNotFound, ModelNotReady
 from app.protocol import codec
@@ -34,7 +33,9 @@ from app.protocol.datamodels import (
 from app.registry import ModelEntry, unloaded_message
 from app.reload import ModelReloader
 from app.schemas import ReloadResponse
-from app.tasks import classification
+from contract.card import ModelCard
+from contract.repository import MODEL_FILE
+from contract.tasks import classification
 
 SERVER_NAME = "mnv2-serve"
 PLATFORM = "onnxruntime_onnx"
@@ -245,7 +246,7 @@ class ProtocolPlane:
         """The model, ready to infer. Raises 404, or 503 while it loads or after it failed."""
         entry = self._entry(name, version)
         if entry.state == "loading":
-            raise ModelNotReady(f"model {entry.name} is still loading", headers={"Retry-After": "5"})
+            raise ModelNotReady.loading(entry.name)
         if entry.state == "unloaded":
             raise ModelNotReady(unloaded_message(entry.name))
         if entry.state == "failed" or entry.batcher is None or entry.card is None:

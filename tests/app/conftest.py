@@ -20,9 +20,9 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from app.card import ModelCard
 from app.config import Settings
 from app.main import create_app
+from contract.card import ModelCard
 
 # Small batches and a single warm-up size keep each server's start to a few seconds on 2 cores.
 TEST_DEFAULTS: dict[str, Any] = {"max_batch_size": 4, "warmup_batch_sizes": [1], "log_level": "warning"}

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from app.card import CARD_FILE, MODEL_FILE, ModelCard, sha256_file
 from app.config import Settings
 from app.metrics import Metrics
 from app.registry import ModelRegistry
+from contract.card import ModelCard, sha256_file
+from contract.repository import CARD_FILE, MODEL_FILE
 from tests.app.conftest import RunningServer, encode, scene, serve
 
 

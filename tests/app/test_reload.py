@@ -12,7 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.card import CARD_FILE, MODEL_FILE, sha256_file
+from contract.card import sha256_file
+from contract.repository import CARD_FILE, MODEL_FILE
 from tests.app.conftest import encode, scene, serve
 from tests.app.test_registry import copy_model
 from tests.app.tiny_models import favourite_class, write_classifier

@@ -15,9 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from app.card import (
-    CARD_FILE,
-    MODEL_FILE,
+from contract.card import (
     InputSpec,
     ModelCard,
     OutputSpec,
@@ -26,6 +24,7 @@ from app.card import (
     Weights,
     sha256_file,
 )
+from contract.repository import CARD_FILE, MODEL_FILE
 
 SIZE = 32
 LABELS = ["zero", "one", "two", "three", "four", "five"]

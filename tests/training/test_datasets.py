@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from app.pose_geometry import decode_heatmaps, get_warp_matrix, keypoints_to_image, transform_points
-from app.tasks.classification import resize_short_size
+from contract.pose_geometry import decode_heatmaps, get_warp_matrix, keypoints_to_image, transform_points
+from contract.tasks.classification import resize_short_size
 from training.data.classification import ImageFolderDataset, RandomResizedCrop, ResizeCenterCrop
 from training.data.pose import (
     CocoKeypointDataset,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.card import ModelCard
+from contract.card import ModelCard
 from training import defaults
 from training.defaults import PLANS, Finish, _training_seconds, build_defaults
 from training.recipes import DEFAULT_RECIPES

@@ -9,7 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from app.card import CARD_FILE, METADATA_KEY, MODEL_FILE, ModelCard, Weights, sha256_file
+from contract.card import METADATA_KEY, ModelCard, Weights, sha256_file
+from contract.repository import CARD_FILE, MODEL_FILE
 from training import export
 from training.__main__ import main as training_cli
 from training.recipes import RECIPES, get_recipe

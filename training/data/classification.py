@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from app.tasks.classification import resize_short_center_crop
+from contract.tasks.classification import resize_short_center_crop
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -133,7 +133,7 @@ class ResizeCenterCrop:
         return self.resize_short if self.resize_short is not None else round(self.size * 256 / 224)
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
-        """The service's own crop (`app.tasks.classification`), so evaluation cannot drift from serving."""
+        """The service's own crop (`contract.tasks.classification`), so evaluation cannot drift from serving."""
         short = self.short_side
         if self.use_draft:
             _draft_rgb(image, (short, short))

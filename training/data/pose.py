@@ -1,6 +1,6 @@
 """Top-down pose data: COCO keypoints and mmpose's MPII JSON, with mmpose's augmentations.
 
-One sample per person. The crop geometry is `app.pose_geometry` (the service uses the same code),
+One sample per person. The crop geometry is `contract.pose_geometry` (the service uses the same code),
 so a crop at training time is the crop the service makes. Pipeline, as mmpose 1.x:
 
 1. box -> centre and scale = box size × 1.25 (MPII: its centre/scale, × 200 × 1.25);
@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from app.pose_geometry import fix_aspect_ratio, get_warp_matrix, transform_points, warp_image
+from contract.pose_geometry import fix_aspect_ratio, get_warp_matrix, transform_points, warp_image
 from training.data.classification import sample_rng
 from training.evaluation import head_size_from_box
 
@@ -51,7 +51,7 @@ MPII_PIXEL_STD = 200.0
 
 class PoseSample(TypedDict):
     """One person crop. `center`/`scale` (pixels) map crop keypoints back with
-    `app.pose_geometry.keypoints_to_image`; `ann_id` is -1 for detector boxes."""
+    `contract.pose_geometry.keypoints_to_image`; `ann_id` is -1 for detector boxes."""
 
     image: np.ndarray  # (H, W, 3) uint8, the network input
     heatmaps: np.ndarray  # (K, h, w) float32 targets

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import decode_image
+from contract.imaging import decode_image
 from tests.app.conftest import RunningServer, encode, scene
 
 PNG = {"content-type": "image/png"}

@@ -14,9 +14,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from app.card import ModelCard
-from app.imaging import decode_image
-from app.tasks import classification, pose, segmentation
+from contract.card import ModelCard
+from contract.imaging import decode_image
+from contract.tasks import classification, pose, segmentation
 from tests.app.conftest import RunningServer, encode, metric_value, read_card, scene, serve
 
 JPEG = "image/jpeg"

@@ -1,6 +1,6 @@
 """The Open Inference Protocol under /v2, driven by Triton's own client against a real server.
 
-Each inference builds its tensor with the service's own preprocessing (`app/tasks`), sends it
+Each inference builds its tensor with the service's own preprocessing (`contract/tasks`), sends it
 over /v2 and compares the answer with what /v1 answered for the same image.
 """
 
@@ -23,9 +23,9 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from app.card import ModelCard
-from app.imaging import decode_image
-from app.tasks import classification, pose, segmentation
+from contract.card import ModelCard
+from contract.imaging import decode_image
+from contract.tasks import classification, pose, segmentation
 from tests.app.conftest import RunningServer, encode, metric_value, read_card, scene, serve
 
 PNG = {"content-type": "image/png"}

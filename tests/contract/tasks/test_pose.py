@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import InvalidBoxes
-from app.tasks import pose
+from contract.errors import InvalidBoxes
+from contract.tasks import pose
 from tests.app.conftest import read_card
 
 

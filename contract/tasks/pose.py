@@ -1,6 +1,6 @@
 """Top-down pose: person boxes → affine crops (mmpose's centre/scale), heatmaps → image keypoints.
 
-The geometry itself lives in `app.pose_geometry`, shared with training so crops cannot drift.
+The geometry itself lives in `contract.pose_geometry`, shared with training so crops cannot drift.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from app import pose_geometry as geometry
-from app.card import ModelCard
-from app.errors import InvalidBoxes
-from app.schemas import Keypoint, Person
+from contract import pose_geometry as geometry
+from contract.card import ModelCard
+from contract.errors import InvalidBoxes
+from contract.results import Keypoint, Person
 
 DRAW_THRESHOLD = 0.3  # keypoints below this score are not drawn (mmpose's visualiser default)
 

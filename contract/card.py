@@ -1,6 +1,6 @@
 """The model card: the whole contract between `training/` (which writes it) and `app/` (which reads it).
 
-`models/<name>/<version>/card.json` sits beside `model.onnx`; the same JSON is stored in the ONNX
+`models/<name>/<version>/card.json` sits beside `model.onnx` (`contract.repository`); the same JSON is stored in the ONNX
 file's `metadata_props` under the key `model_card`. The service learns everything about a model
 from this card and never imports torch, onnx or `training/`.
 
@@ -16,8 +16,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CARD_FILE = "card.json"
-MODEL_FILE = "model.onnx"
 METADATA_KEY = "model_card"
 SCHEMA_VERSION = 1
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import CorruptImage, ImageTooLarge, InvalidInput, NotAnImage
+from contract.errors import CorruptImage, ImageTooLarge, InvalidInput, NotAnImage
 
 # Formats that are not raster images or that shell out to other programs (EPS runs Ghostscript).
 _REFUSED_FORMATS = frozenset({"EPS", "WMF", "MPEG", "BUFR", "GRIB", "HDF5", "IPTC"})

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.imaging import DecodedImage
-from app.tasks import classification
+from contract.imaging import DecodedImage
+from contract.tasks import classification
 from tests.app.conftest import read_card, scene
 
 

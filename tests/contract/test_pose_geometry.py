@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.pose_geometry import (
+from contract.pose_geometry import (
     box_to_center_scale,
     decode_heatmaps,
     flip_heatmaps_back,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import DecodedImage, encode_png
-from app.tasks import segmentation
+from contract.imaging import DecodedImage, encode_png
+from contract.tasks import segmentation
 from tests.app.conftest import read_card, scene
 
 

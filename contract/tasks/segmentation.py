@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-from app.card import ModelCard
-from app.imaging import DecodedImage
-from app.schemas import SegmentClass
+from contract.card import ModelCard
+from contract.imaging import DecodedImage
+from contract.results import SegmentClass
 
 OVERLAY_ALPHA = 0.5
 

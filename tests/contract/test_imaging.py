@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import CorruptImage, ImageTooLarge, InvalidInput, NotAnImage
-from app.imaging import ALPHA_BACKGROUND, decode_image, encode_png, open_image, to_rgb
+from contract.errors import CorruptImage, ImageTooLarge, InvalidInput, NotAnImage
+from contract.imaging import ALPHA_BACKGROUND, decode_image, encode_png, open_image, to_rgb
 from tests.app.conftest import encode, png_claiming, scene
 
 LIMIT = 10_000_000

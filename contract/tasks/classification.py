@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from app.card import ModelCard
-from app.imaging import DecodedImage
-from app.schemas import Prediction
+from contract.card import ModelCard
+from contract.imaging import DecodedImage
+from contract.results import Prediction
 
 
 def resize_short_size(size_wh: tuple[int, int], short: int) -> tuple[int, int]:
