@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 METADATA_KEY = "model_card"
 SCHEMA_VERSION = 1
 
-Task = Literal["classification", "segmentation", "pose"]
+Task = Literal["classification", "segmentation", "pose", "detection"]
 
 
 class _Frozen(BaseModel):
