@@ -64,6 +64,22 @@ class Preprocess(_Frozen):
     box_padding: float | None = None
 
 
+class Detection(_Frozen):
+    """A detector's test-time settings (mmdet's `test_cfg`); requests may override the first three.
+
+    The graph answers every anchor's box and class scores; the service keeps the (anchor, class)
+    pairs above `score_threshold`, at most `pre_nms_top_k` per head level (`level_anchors` counts
+    each level's anchors, in output order), suppresses overlaps above `iou_threshold` class by
+    class, and answers the `max_detections` highest.
+    """
+
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    pre_nms_top_k: int
+    level_anchors: list[int]
+
+
 class Weights(_Frozen):
     """Where the exported weights came from, so a card never overstates what a model can do."""
 
@@ -97,6 +113,7 @@ class ModelCard(_Frozen):
     palette: list[tuple[int, int, int]] | None = None
     skeleton: list[tuple[int, int]] | None = None
     flip_indices: list[int] | None = None
+    detection: Detection | None = None
     weights: Weights
     published_metrics: dict[str, float] = Field(default_factory=dict)
     measured_metrics: dict[str, float] = Field(default_factory=dict)
