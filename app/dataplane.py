@@ -33,6 +33,7 @@ from app.observability import annotate
 from app.registry import ModelEntry, ModelRegistry
 from app.schemas import (
     ClassifyResponse,
+    DetectResponse,
     InputSize,
     ModelInfo,
     ModelsResponse,
@@ -44,7 +45,13 @@ from app.schemas import (
 )
 from contract.card import ModelCard, Task
 from contract.errors import InputError
-from contract.pipelines import ClassificationPipeline, ImageFormat, PosePipeline, SegmentationPipeline
+from contract.pipelines import (
+    ClassificationPipeline,
+    DetectionPipeline,
+    ImageFormat,
+    PosePipeline,
+    SegmentationPipeline,
+)
 from contract.results import Person, Size
 from contract.tasks import pose as pose_task
 
@@ -215,6 +222,44 @@ class DataPlane:
             model=entry.name, version=card.version, results=results, timing=clock.timing(outcome)
         )
 
+    # -- detection -------------------------------------------------------------------------------
+
+    async def detect(
+        self,
+        images: list[bytes],
+        model: str | None,
+        score_threshold: float | None,
+        iou_threshold: float | None,
+        max_detections: int | None,
+        output: ImageFormat,
+        overlay: bool,
+    ) -> DetectResponse | ImageAnswer:
+        clock = _Clock(self.settings.request_timeout_ms)
+        entry, card = self._model(model, "detection")
+        pipeline = DetectionPipeline(card, self.settings.max_image_pixels)
+        limits = pipeline.thresholds(score_threshold, iou_threshold, max_detections)
+        wants_image = overlay or output != "json"
+        self._check_count(
+            images, "an image answer (format=png|jpeg or overlay=true)" if wants_image else None
+        )
+        prepared, outcome = await self._decode_and_run(
+            entry, clock, images, pipeline.batch, pipeline.prepare, wants_image
+        )
+        boxes, scores = outcome.outputs[0], outcome.outputs[1]
+        results = await asyncio.gather(
+            *(
+                self._in_pool(pipeline.answer, boxes[i], scores[i], one, limits)
+                for i, one in enumerate(prepared)
+            )
+        )
+        if wants_image:
+            content = await self._in_pool(pipeline.image, results[0].objects, prepared[0], output)
+            media_type = "image/jpeg" if output == "jpeg" else "image/png"
+            return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
+        return DetectResponse(
+            model=entry.name, version=card.version, results=results, timing=clock.timing(outcome)
+        )
+
     # -- pose ------------------------------------------------------------------------------------
 
     async def pose(
@@ -275,7 +320,10 @@ class DataPlane:
     # -- models and readiness --------------------------------------------------------------------
 
     def models(self) -> ModelsResponse:
-        defaults = {self.registry.default_for(task) for task in ("classification", "segmentation", "pose")}
+        defaults = {
+            self.registry.default_for(task)
+            for task in ("classification", "segmentation", "pose", "detection")
+        }
         infos = []
         for entry in self.registry.entries.values():
             card = entry.card

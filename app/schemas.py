@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from contract.card import Task
-from contract.results import Classification, Person, Segmentation, Size
+from contract.results import Classification, Detections, Person, Segmentation, Size
 
 ModelState = Literal["loading", "ready", "failed"]
 
@@ -54,6 +54,11 @@ class PoseResponse(ModelRef):
     image: Size
     people: list[Person]
     skeleton: list[tuple[str, str]] = Field(description="pairs of keypoint names joined by a limb")
+    timing: Timing
+
+
+class DetectResponse(ModelRef):
+    results: list[Detections] = Field(description="one entry per uploaded image, in upload order")
     timing: Timing
 
 

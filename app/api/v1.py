@@ -10,6 +10,7 @@ from app.api.deps import RAW_IMAGE_BODY, DataPlaneDep, FilesParam, read_images
 from app.dataplane import ImageAnswer
 from app.schemas import (
     ClassifyResponse,
+    DetectResponse,
     ErrorResponse,
     ModelsResponse,
     PoseResponse,
@@ -110,6 +111,43 @@ async def segment(
 ) -> Any:
     images = await read_images(request, file)
     answer = await plane.segment(images, model, format, overlay)
+    return _as_response(answer) if isinstance(answer, ImageAnswer) else answer
+
+
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    summary="Detect objects: boxes with class and score in image pixels, after per-class NMS",
+    responses=_with_image_answer(
+        "JSON by default; overlay=true (or format=png|jpeg): the boxes drawn on the image"
+    ),
+    openapi_extra=RAW_IMAGE_BODY,
+)
+async def detect(
+    request: Request,
+    plane: DataPlaneDep,
+    file: FilesParam = None,
+    model: ModelParam = None,
+    score_threshold: Annotated[
+        float | None,
+        Query(
+            ge=0.0, le=1.0, description="keep class scores above this; default the model's (0.02, mmdet's)"
+        ),
+    ] = None,
+    iou_threshold: Annotated[
+        float | None,
+        Query(ge=0.0, le=1.0, description="per-class NMS suppresses overlaps above this IoU; default 0.45"),
+    ] = None,
+    max_detections: Annotated[
+        int | None, Query(ge=1, le=1000, description="most objects per image; default the model's (200)")
+    ] = None,
+    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    overlay: OverlayParam = False,
+) -> Any:
+    images = await read_images(request, file)
+    answer = await plane.detect(
+        images, model, score_threshold, iou_threshold, max_detections, format, overlay
+    )
     return _as_response(answer) if isinstance(answer, ImageAnswer) else answer
 
 
