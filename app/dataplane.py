@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ from contract.pipelines import (
     SegmentationPipeline,
 )
 from contract.results import Person, Size
+from contract.tasks import detection as detection_task
 from contract.tasks import pose as pose_task
 
 T = TypeVar("T")
@@ -276,6 +277,14 @@ class DataPlane:
         self._check_count(images, "pose")
         boxes = pose_task.parse_boxes(boxes_json, self.settings.max_boxes) if boxes_json is not None else None
         wants_image = overlay or output != "json"
+        source: Literal["request", "detector", "whole_image"] = "request"
+        box_scores: np.ndarray | None = None
+        detector = self._person_detector() if boxes is None else None
+        if detector is not None:
+            boxes, box_scores = await self._detect_people(detector, images[0], clock)
+            source = "detector"
+        elif boxes is None:
+            source = "whole_image"
         slots = pipeline.rows(boxes)
         outcome: BatchOutcome | None = None
         assert entry.batcher is not None
@@ -292,6 +301,11 @@ class DataPlane:
                     outcome = await reservation.submit(batch, clock.deadline)
                 decoded = prepared.decoded
                 found = pipeline.answer(outcome.outputs[0], prepared)
+                if box_scores is not None:
+                    found = [
+                        p.model_copy(update={"box_score": float(s)})
+                        for p, s in zip(found, box_scores, strict=True)
+                    ]
         if wants_image:
             content = await self._in_pool(pipeline.image, decoded, found, output)
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
@@ -300,10 +314,33 @@ class DataPlane:
             model=entry.name,
             version=card.version,
             image=Size(width=decoded.size[0], height=decoded.size[1]),
+            boxes=source,
+            detector=detector.name if detector is not None else None,
             people=found,
             skeleton=pipeline.skeleton(),
             timing=clock.timing(outcome),
         )
+
+    def _person_detector(self) -> ModelEntry | None:
+        """The detector `/v1/pose` finds its people with: the default detector, if ready and it knows people."""
+        entry = self.registry.default_for("detection")
+        if entry is None or entry.state != "ready" or entry.card is None:
+            return None
+        return entry if detection_task.PERSON_LABEL in entry.card.labels else None
+
+    async def _detect_people(
+        self, entry: ModelEntry, image: bytes, clock: _Clock
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes (n, 4) and scores, at most MAX_BOXES, best first: one run of the detector."""
+        assert entry.card is not None and entry.batcher is not None
+        pipeline = DetectionPipeline(entry.card, self.settings.max_image_pixels)
+        (prepared,), outcome = await self._decode_and_run(
+            entry, clock, [image], pipeline.batch, pipeline.prepare
+        )
+        boxes, scores = await self._in_pool(
+            pipeline.people, outcome.outputs[0][0], outcome.outputs[1][0], prepared
+        )
+        return boxes[: self.settings.max_boxes], scores[: self.settings.max_boxes]
 
     # -- raw tensors (the Open Inference Protocol, app/protocol) --------------------------------
 

@@ -206,5 +206,13 @@ class DetectionPipeline(_Pipeline):
     ) -> Detections:
         return Detections(image=_size(prepared.decoded), objects=self.found(boxes, scores, prepared, limits))
 
+    def people(
+        self, boxes: np.ndarray, scores: np.ndarray, prepared: DetectionInput
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes (n, 4) in image pixels and their scores, as mmpose's top-down demo picks them."""
+        limits = self.thresholds(None, None, None)
+        kept = detection_task.detect(boxes, scores, self.card, prepared.decoded.size, limits)
+        return detection_task.people(*kept, self.card)
+
     def image(self, found: list[DetectedObject], prepared: DetectionInput, output: ImageFormat) -> bytes:
         return _encode(detection_task.draw(prepared.decoded.image, found), output)

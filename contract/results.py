@@ -28,6 +28,9 @@ class Keypoint(BaseModel):
 class Person(BaseModel):
     box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in image pixels")
     score: float = Field(description="mean keypoint score")
+    box_score: float | None = Field(
+        default=None, description="the detector's person score, when it found the box"
+    )
     keypoints: list[Keypoint]
 
 

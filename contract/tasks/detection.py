@@ -62,10 +62,22 @@ def preprocess(decoded: DecodedImage, card: ModelCard, out: np.ndarray) -> None:
     out[...] = np.asarray(decoded.image.resize(needed_size(card), Image.Resampling.BILINEAR))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS, highest score first; suppresses IoU > `iou_threshold` (as mmcv)."""
+# mmpose's top-down demo (demo/topdown_demo_with_mmdet.py): after the detector's own
+# post-processing keep class `--det-cat-id 0` (person) scoring above `--bbox-thr 0.3`, then
+# mmpose's NMS at `--nms-thr 0.3` (`mmpose.evaluation.functional.nms`, which counts a box's
+# pixels inclusively: w = x2 − x1 + 1).
+PERSON_LABEL = "person"
+PERSON_SCORE_THRESHOLD = 0.3
+PERSON_NMS_THRESHOLD = 0.3
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, pixel: float = 0.0) -> np.ndarray:
+    """Indices kept by greedy NMS, highest score first; suppresses IoU > `iou_threshold`.
+
+    `pixel` 0 measures boxes as mmcv's `nms` does; 1 as mmpose's (inclusive pixel counts).
+    """
     order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    areas = (boxes[:, 2] - boxes[:, 0] + pixel) * (boxes[:, 3] - boxes[:, 1] + pixel)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -74,7 +86,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
         x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
         y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        inter = np.clip(x2 - x1 + pixel, 0, None) * np.clip(y2 - y1 + pixel, 0, None)
         iou = inter / np.maximum(areas[best] + areas[rest] - inter, np.finfo(np.float32).tiny)
         order = rest[iou <= iou_threshold]
     return np.array(keep, dtype=np.int64)
@@ -156,3 +168,15 @@ def draw(image: Image.Image, found: list[DetectedObject]) -> Image.Image:
         pen.rectangle(text_box, fill=colour)
         pen.text((left, top), text, fill=(255, 255, 255))
     return canvas
+
+
+def people(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, card: ModelCard
+) -> tuple[np.ndarray, np.ndarray]:
+    """A detector's answer → the person boxes (n, 4) and scores (n,) mmpose's demo would crop."""
+    if PERSON_LABEL not in card.labels:
+        return np.zeros((0, 4)), np.zeros(0)
+    chosen = (labels == card.labels.index(PERSON_LABEL)) & (scores > PERSON_SCORE_THRESHOLD)
+    boxes, scores = boxes[chosen], scores[chosen]
+    kept = nms(boxes, scores, PERSON_NMS_THRESHOLD, pixel=1.0)
+    return boxes[kept], scores[kept]

@@ -105,10 +105,15 @@ def favourite_class(version: int) -> str:
 
 DETECTOR_SIZE = 64
 DETECTOR_LABELS = ["person", "dog", "cat"]
-# Three anchors' boxes in input pixels: two overlapping people (IoU 0.82) and a dog.
-DETECTOR_BOXES = np.array([[8, 8, 40, 56], [10, 10, 42, 58], [30, 4, 60, 30]], np.float32)
+# Five anchors' boxes in input pixels: two overlapping people (IoU 0.82), a dog (and a faint cat)
+# in one box, a third person apart, and a fourth too faint for mmpose's person threshold (0.3).
+DETECTOR_BOXES = np.array(
+    [[8, 8, 40, 56], [10, 10, 42, 58], [30, 4, 60, 30], [44, 30, 62, 62], [0, 40, 20, 62]], np.float32
+)
 # Class scores of a white image; they scale with the image's mean brightness (black: nothing).
-DETECTOR_SCORES = np.array([[0.9, 0.01, 0.0], [0.8, 0.0, 0.0], [0.0, 0.7, 0.05]], np.float32)
+DETECTOR_SCORES = np.array(
+    [[0.9, 0.01, 0.0], [0.8, 0.0, 0.0], [0.0, 0.7, 0.05], [0.6, 0.0, 0.0], [0.25, 0.0, 0.0]], np.float32
+)
 
 
 def _detector_graph() -> onnx.ModelProto:

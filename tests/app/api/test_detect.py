@@ -53,6 +53,8 @@ def test_detect_answers_classes_scores_and_boxes_in_image_pixels_after_per_class
     assert found == [
         ("person", 0, 0.9, [16.0, 8.0, 80.0, 56.0]),
         ("dog", 1, 0.7, [60.0, 4.0, 120.0, 30.0]),
+        ("person", 0, 0.6, [88.0, 30.0, 124.0, 62.0]),
+        ("person", 0, 0.25, [0.0, 40.0, 40.0, 62.0]),
         ("cat", 2, 0.05, [60.0, 4.0, 120.0, 30.0]),
     ]
 
@@ -60,16 +62,16 @@ def test_detect_answers_classes_scores_and_boxes_in_image_pixels_after_per_class
 def test_thresholds_are_request_parameters(http: httpx.Client) -> None:
     white = _image(64, 64, 255)
     strict = _detect(http, white, score_threshold=0.5).json()["results"][0]["objects"]
-    assert [o["label"] for o in strict] == ["person", "dog"]
+    assert [o["label"] for o in strict] == ["person", "dog", "person"]
     loose_nms = _detect(http, white, iou_threshold=0.9, score_threshold=0.5).json()["results"][0]["objects"]
-    assert [round(o["score"], 2) for o in loose_nms] == [0.9, 0.8, 0.7]
+    assert [round(o["score"], 2) for o in loose_nms] == [0.9, 0.8, 0.7, 0.6]
     capped = _detect(http, white, max_detections=1).json()["results"][0]["objects"]
     assert [o["label"] for o in capped] == ["person"]
 
 
 def test_each_uploaded_image_has_its_own_result(http: httpx.Client) -> None:
     results = _detect(http, _image(64, 64, 255), _image(32, 48, 0)).json()["results"]
-    assert len(results[0]["objects"]) == 3
+    assert len(results[0]["objects"]) == 5
     assert results[1] == {"image": {"width": 32, "height": 48}, "objects": []}
 
 
@@ -79,7 +81,7 @@ def test_overlay_answers_the_image_with_the_boxes_drawn(http: httpx.Client) -> N
     drawn = np.asarray(Image.open(io.BytesIO(response.content)))
     assert drawn.shape == (64, 128, 3)
     assert (drawn[30, 16] != 255).any()  # the person's left edge
-    assert (drawn[30, 40] == 255).all()  # inside the box, untouched
+    assert (drawn[45, 60] == 255).all()  # inside the box, untouched
 
 
 @pytest.mark.parametrize("params", [{"score_threshold": 1.5}, {"iou_threshold": -0.1}, {"max_detections": 0}])
@@ -104,5 +106,5 @@ def test_v2_serves_the_detectors_tensors(http: httpx.Client) -> None:
     response = http.post("/v2/models/tiny-detector/infer", json=request)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
-    assert outputs["boxes"]["shape"] == [2, 3, 4] and outputs["scores"]["shape"] == [2, 3, 3]
+    assert outputs["boxes"]["shape"] == [2, 5, 4] and outputs["scores"]["shape"] == [2, 5, 3]
     assert outputs["scores"]["data"][0] == pytest.approx(0.9)

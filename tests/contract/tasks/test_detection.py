@@ -130,3 +130,21 @@ def test_draw_marks_the_boxes() -> None:
     found = detection.objects(np.array([[10.0, 20.0, 60.0, 80.0]]), np.array([0.9]), np.array([1]), card([1]))
     drawn = np.asarray(detection.draw(image, found))
     assert drawn[50, 10].any() and not drawn[50, 30].any()
+
+
+def test_people_keeps_persons_above_0_3_after_mmposes_nms_at_0_3() -> None:
+    c = card([4])
+    boxes = np.array([[0, 0, 9, 9], [0, 5, 9, 14], [20, 20, 40, 40], [50, 50, 60, 60]], np.float64)
+    # Inclusive pixels: 10×10 boxes overlapping 10×5 → IoU 50 / 150 = 1/3 > 0.3: the second goes.
+    scores = np.array([0.9, 0.8, 0.3, 0.7])
+    labels = np.array([0, 0, 0, 1])
+    kept, kept_scores = detection.people(boxes, scores, labels, c)
+    assert kept.tolist() == [[0, 0, 9, 9]] and kept_scores.tolist() == [0.9]  # 0.3 is not above 0.3
+
+
+def test_mmpose_nms_counts_pixels_inclusively() -> None:
+    # Exclusive: 2×2 boxes sharing 1×2 → IoU 2 / 6 = 0.33; inclusive: 3×3 sharing 2×3 → 6 / 12 = 0.5.
+    pair = np.array([[0, 0, 2, 2], [1, 0, 3, 2]], np.float64)
+    scores = np.array([0.9, 0.8])
+    assert len(detection.nms(pair, scores, 0.4)) == 2
+    assert len(detection.nms(pair, scores, 0.4, pixel=1.0)) == 1
