@@ -102,7 +102,20 @@ def detect(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's (A, 4) input-pixel boxes and (A, C) scores → image-pixel boxes (n, 4), scores (n,)
     and class indices (n,), highest score first. `classes` keeps only those classes (e.g. [0])."""
-    base = settings(card)
+    input_wh = (card.input.width, card.input.height)
+    return postprocess(boxes, scores, settings(card), input_wh, size_wh, limits, classes)
+
+
+def postprocess(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    base: DetectionSettings,
+    input_wh: tuple[int, int],
+    size_wh: tuple[int, int],
+    limits: Thresholds,
+    classes: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`detect` without a card: the settings and the (w, h) of the input the boxes are in."""
     if classes is not None:
         keep_classes = np.zeros(scores.shape[1], bool)
         keep_classes[classes] = True
@@ -124,7 +137,7 @@ def detect(
     kept_scores = np.concatenate(picked_scores).astype(np.float64)
     kept_labels = np.concatenate(picked_labels)
     width, height = size_wh
-    kept_boxes = kept_boxes * np.array([width / card.input.width, height / card.input.height] * 2, np.float64)
+    kept_boxes = kept_boxes * np.array([width / input_wh[0], height / input_wh[1]] * 2, np.float64)
     nonempty = (kept_boxes[:, 2] > kept_boxes[:, 0]) & (kept_boxes[:, 3] > kept_boxes[:, 1])
     kept_boxes, kept_scores, kept_labels = kept_boxes[nonempty], kept_scores[nonempty], kept_labels[nonempty]
     chosen = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -319,3 +320,71 @@ def init_ssdlite(model: SSDLiteDetector, generator: torch.Generator | None = Non
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, m) IoU of x1, y1, x2, y2 boxes (mmdet's `bbox_overlaps`, no pixel offset)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-6)
+
+
+def assign(anchors: torch.Tensor, gt_boxes: torch.Tensor, pos_iou: float = 0.5) -> torch.Tensor:
+    """mmdet's `MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0, gt_max_assign_all=False)`.
+
+    Returns per anchor the index of its ground-truth box, or -1 (background). An anchor whose best
+    IoU reaches 0.5 takes that box; then each box takes the one anchor that overlaps it most.
+    """
+    assigned = torch.full((len(anchors),), -1, dtype=torch.long, device=anchors.device)
+    if len(gt_boxes) == 0:
+        return assigned
+    overlaps = box_iou(gt_boxes, anchors)  # (gts, anchors)
+    best_iou, best_gt = overlaps.max(dim=0)
+    positive = best_iou >= pos_iou
+    assigned[positive] = best_gt[positive]
+    for gt, anchor in enumerate(overlaps.argmax(dim=1).tolist()):  # in gt order, as mmdet's loop
+        assigned[anchor] = gt
+    return assigned
+
+
+def ssd_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    gt_boxes: Sequence[torch.Tensor],
+    gt_labels: Sequence[torch.Tensor],
+    neg_pos_ratio: int = 3,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """mmdet's `SSDHead.loss_by_feat`: softmax cross-entropy over positives and the 3× as many
+    hardest negatives, plus smooth L1 (β 1) on the positives' deltas; both summed per image,
+    divided by the batch's positive count and summed over images. `model` may be DDP-wrapped."""
+    core = cast(SSDLiteDetector, getattr(model, "module", model))
+    logits, deltas = model(images)
+    anchors = core.anchors((int(images.shape[1]), int(images.shape[2]))).to(deltas.device)
+    background = core.num_classes
+    labels, targets, positives = [], [], []
+    for boxes, classes in zip(gt_boxes, gt_labels, strict=True):
+        boxes, classes = boxes.to(deltas.device), classes.to(deltas.device)
+        assigned = assign(anchors, boxes)
+        positive = assigned >= 0
+        label = torch.full((len(anchors),), background, dtype=torch.long, device=deltas.device)
+        label[positive] = classes[assigned[positive]]
+        target = torch.zeros_like(anchors)
+        if positive.any():
+            target[positive] = core.coder.encode(anchors[positive], boxes[assigned[positive]])
+        labels.append(label)
+        targets.append(target)
+        positives.append(positive)
+    avg_factor = max(1, int(sum(int(p.sum()) for p in positives)))
+    total = deltas.new_zeros(())
+    for i, (label, target, positive) in enumerate(zip(labels, targets, positives, strict=True)):
+        per_anchor = F.cross_entropy(logits[i].float(), label, reduction="none")
+        negatives = per_anchor[~positive]
+        hardest = negatives.topk(min(neg_pos_ratio * int(positive.sum()), len(negatives))).values
+        loss_cls = (per_anchor[positive].sum() + hardest.sum()) / avg_factor
+        loss_box = F.smooth_l1_loss(deltas[i][positive].float(), target[positive], beta=beta, reduction="sum")
+        total = total + loss_cls + loss_box / avg_factor
+    return total
