@@ -56,7 +56,7 @@ class PoseResponse(ModelRef):
         description="where the person boxes came from: the request, the person detector, or none (the "
         "whole image as one person, when no detector is loaded)"
     )
-    detector: str | None = Field(None, description="the detector that found the people")
+    detector: str | None = Field(default=None, description="the detector that found the people")
     people: list[Person]
     skeleton: list[tuple[str, str]] = Field(description="pairs of keypoint names joined by a limb")
     timing: Timing

@@ -27,7 +27,12 @@ from contract import repository as model_repository
 from contract.card import ModelCard
 
 NAIVE_KINDS = {"default": "naive", "service": "naive-svc-opts"}  # --baseline-options → server name
-TASK_PATHS = {"classification": "/v1/classify", "segmentation": "/v1/segment", "pose": "/v1/pose"}
+TASK_PATHS = {
+    "classification": "/v1/classify",
+    "segmentation": "/v1/segment",
+    "pose": "/v1/pose",
+    "detection": "/v1/detect",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ PLANS = {
     "classification": TaskPlan(1.0, 1.0, (1, 2, 4, 8, 16), 192, 3.0, 24),
     "pose": TaskPlan(0.5, 1.0, (1, 2, 4, 8), 64, 3.0, 24),
     "segmentation": TaskPlan(0.05, 1.5, (1, 2), 6, 12.0, 5),
+    # SSDLite at 320² is about a third of the classifier's multiply-adds at 224² plus NMS (not timed).
+    "detection": TaskPlan(0.5, 1.0, (1, 2, 4, 8), 64, 3.0, 24),
 }
 
 
