@@ -56,6 +56,8 @@ class Preprocess(_Frozen):
       `pad_value`; the padding is cut from the mask before it is scaled back.
     - pose: each person box becomes a crop of the box centre with scale `box_padding` × (w, h),
       widened to the input's aspect ratio, warped affinely to the input size.
+    - detection: resize the whole image to the input size, aspect ratio not kept (`keep_ratio`
+      False, mmdet's SSD test pipeline); boxes scale back axis by axis.
     """
 
     resize_short: int | None = None

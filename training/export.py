@@ -2,7 +2,8 @@
 
 The graph takes `uint8` RGB `(N, H, W, 3)` with a dynamic batch axis and normalises inside.
 Outputs: classification `probabilities (N, C)` float32; segmentation `mask (N, H, W)` uint8 (argmax
-in the graph at the input resolution); pose `heatmaps (N, K, H/4, W/4)` float32.
+in the graph at the input resolution); pose `heatmaps (N, K, H/4, W/4)` float32; detection
+`boxes (N, A, 4)` (decoded, input pixels) and `scores (N, A, C)` float32 (NMS is the service's).
 Before anything is written where the service looks, PyTorch and ONNX Runtime run the same images
 and the export is refused if they differ beyond the task's tolerance.
 """
