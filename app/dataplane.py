@@ -270,6 +270,7 @@ class DataPlane:
         boxes_json: str | None,
         output: ImageFormat,
         overlay: bool,
+        detect_people: bool = True,
     ) -> PoseResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
         entry, card = self._model(model, "pose")
@@ -279,7 +280,7 @@ class DataPlane:
         wants_image = overlay or output != "json"
         source: Literal["request", "detector", "whole_image"] = "request"
         box_scores: np.ndarray | None = None
-        detector = self._person_detector() if boxes is None else None
+        detector = self._person_detector() if boxes is None and detect_people else None
         if detector is not None:
             boxes, box_scores = await self._detect_people(detector, images[0], clock)
             source = "detector"

@@ -154,7 +154,7 @@ async def detect(
 @router.post(
     "/pose",
     response_model=PoseResponse,
-    summary="Keypoints of each person box (the whole image when no boxes are given)",
+    summary="Keypoints of each person box; without boxes, of each person the detector finds",
     responses=_with_image_answer("JSON by default; overlay=true (or format=png|jpeg): the drawn image"),
     openapi_extra=RAW_IMAGE_BODY,
 )
@@ -171,7 +171,15 @@ async def estimate_pose(
     model: ModelParam = None,
     format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
     overlay: OverlayParam = False,
+    detect: Annotated[
+        bool,
+        Query(
+            description="without boxes: find the people with the default detector first, when one is "
+            "loaded; false: the whole image is one person"
+        ),
+    ] = True,
 ) -> Any:
     images = await read_images(request, file)
-    answer = await plane.pose(images, model, boxes if boxes is not None else boxes_query, format, overlay)
+    given = boxes if boxes is not None else boxes_query
+    answer = await plane.pose(images, model, given, format, overlay, detect)
     return _as_response(answer) if isinstance(answer, ImageAnswer) else answer

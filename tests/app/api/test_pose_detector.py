@@ -67,3 +67,10 @@ def test_no_person_detected_answers_nobody(http: httpx.Client) -> None:
     body = http.post("/v1/pose", files={"file": ("a.png", _scene(0), "image/png")}).json()
     assert (body["boxes"], body["people"]) == ("detector", [])
     assert body["image"] == {"width": 128, "height": 64}
+
+
+def test_detect_false_takes_the_whole_image_even_with_a_detector_loaded(http: httpx.Client) -> None:
+    response = http.post("/v1/pose?detect=false", files={"file": ("a.png", _scene(250), "image/png")})
+    body = response.json()
+    assert (body["boxes"], body["detector"]) == ("whole_image", None)
+    assert [p["box"] for p in body["people"]] == [[0.0, 0.0, 128.0, 64.0]]
