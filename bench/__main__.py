@@ -39,7 +39,12 @@ def parse(argv: list[str]) -> Options:
         description="Drive the service on loopback at several concurrencies and compare it with the "
         "in-process limit (same decoding, preprocessing and ONNX Runtime session, no HTTP).",
     )
-    parser.add_argument("--tasks", default="classification,segmentation,pose", help="comma-separated tasks")
+    parser.add_argument(
+        "--tasks",
+        default="classification,segmentation,pose",
+        help="comma-separated tasks; also detection, and detect+pose (/v1/pose without boxes, where the "
+        "repository has a detector)",
+    )
     parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts")
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds of new requests per step (segmentation: ×1.5)"
