@@ -42,7 +42,12 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         description="Drive the service on loopback at several concurrencies and compare it with the "
         "in-process limit (same decoding, preprocessing and ONNX Runtime session, no HTTP).",
     )
-    parser.add_argument("--tasks", default="classification,segmentation,pose", help="comma-separated tasks")
+    parser.add_argument(
+        "--tasks",
+        default="classification,segmentation,pose",
+        help="comma-separated tasks; also detection, and detect+pose (/v1/pose without boxes, where the "
+        "repository has a detector)",
+    )
     parser.add_argument(
         "--concurrency", help="comma-separated client counts (default 1,4,16,64; with --perf-analyzer 4)"
     )
