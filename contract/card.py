@@ -121,6 +121,10 @@ class ModelCard(_Frozen):
     measured_metrics: dict[str, float] = Field(default_factory=dict)
     parameters: int
     parity: Parity
+    precision: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="of the weights and arithmetic inside; inputs and outputs keep their types",
+    )
     opset: int
     created: str
     onnx_sha256: str

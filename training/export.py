@@ -60,6 +60,9 @@ _OUTPUTS = {
     # Two outputs, `boxes` (input pixels) then `scores`; the figure is the larger of their differences.
     "detection": _TaskOutput("boxes", "float32", "max_abs_diff", 2e-3),
 }
+# Float16 weights and arithmetic (`--fp16`) are compared with PyTorch's float32 under these
+# looser tolerances; the measured figure goes into the card as for float32.
+_FP16_TOLERANCE = {"classification": 5e-3, "segmentation": 2e-2, "pose": 5e-3, "detection": 0.5}
 _DETECTION_OUTPUTS = ("boxes", "scores")
 
 
@@ -121,9 +124,12 @@ def export_model(
     out: Path,
     weights: Weights,
     measured_metrics: dict[str, float] | None = None,
+    fp16: bool = False,
 ) -> Path:
     """Export `model` (built by `recipe.build()`) as the next version under `out/<recipe>/`.
 
+    With `fp16`, the float32 graph (checked first) is converted to float16 weights and arithmetic
+    (`training.fp16`, same inputs and outputs) and checked again under a looser tolerance.
     Returns the version folder. Nothing appears under `out` unless parity holds.
     """
     spec = _OUTPUTS[recipe.task]
@@ -154,17 +160,16 @@ def export_model(
                 dynamo=False,  # exports in about a second with parity ~1e-7 (see REFERENCE.md)
             )
         _pin_output_shapes(onnx_path, [o.shape for o in output_specs(recipe)])
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        onnx_outs = session.run(None, {"image": images})
-        value = max(
-            _compare(recipe.task, reference, onnx_out)
-            for reference, onnx_out in zip(references, onnx_outs, strict=True)
-        )
-        if not value <= spec.tolerance:
-            raise ParityError(
-                f"{recipe.name}: {spec.parity_metric} between PyTorch and ONNX Runtime is {value:.3g}, "
-                f"over the tolerance {spec.tolerance:g}; nothing was written"
-            )
+        tolerance = spec.tolerance
+        value = _parity(recipe, onnx_path, images, references, tolerance)
+        if fp16:
+            from training.fp16 import convert_file_to_fp16
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the converter warns about every weight it clips
+                convert_file_to_fp16(onnx_path, onnx_path)
+            tolerance = _FP16_TOLERANCE[recipe.task]
+            value = _parity(recipe, onnx_path, images, references, tolerance, "float16 ")
 
         card = _card(
             recipe,
@@ -172,8 +177,10 @@ def export_model(
             weights,
             measured_metrics or {},
             model,
-            Parity(metric=spec.parity_metric, value=value, tolerance=spec.tolerance, images=len(images)),
+            Parity(metric=spec.parity_metric, value=value, tolerance=tolerance, images=len(images)),
         )
+        if fp16:
+            card = card.model_copy(update={"precision": "float16"})
         proto = onnx.load(str(onnx_path))
         # The embedded copy cannot hold the hash of the file it lives in; card.json holds it.
         onnx.helper.set_model_props(proto, {METADATA_KEY: card.to_json()})
@@ -181,6 +188,30 @@ def export_model(
         card = card.model_copy(update={"onnx_sha256": sha256_file(onnx_path)})
         (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
     return Path(out) / recipe.name / str(version)
+
+
+def _parity(
+    recipe: Recipe,
+    onnx_path: Path,
+    images: np.ndarray,
+    references: list[np.ndarray],
+    tolerance: float,
+    kind: str = "",
+) -> float:
+    """PyTorch's outputs against ONNX Runtime's on `images`; raises `ParityError` past `tolerance`."""
+    spec = _OUTPUTS[recipe.task]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_outs = session.run(None, {"image": images})
+    value = max(
+        _compare(recipe.task, reference, onnx_out)
+        for reference, onnx_out in zip(references, onnx_outs, strict=True)
+    )
+    if not value <= tolerance:
+        raise ParityError(
+            f"{recipe.name}: {spec.parity_metric} between PyTorch and the {kind}ONNX model is {value:.3g}, "
+            f"over the tolerance {tolerance:g}; nothing was written"
+        )
+    return value
 
 
 def _pin_output_shapes(onnx_path: Path, shapes: list[list[int]]) -> None:
