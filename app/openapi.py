@@ -110,24 +110,45 @@ def _document_security(
         )
 
 
+_BINARY = {"type": "string", "format": "binary"}
+
+
 def _require_uploaded_files(operation: dict[str, Any], schema: dict[str, Any], most: int) -> None:
     """In a multipart body the `file` field is required (1..`most` files); FastAPI documents it as
-    optional because the same route also takes a raw image/* body instead of the form."""
+    optional because the same route also takes a raw image/* body instead of the form.
+
+    FastAPI writes the files as OpenAPI 3.1's `contentMediaType` strings, which Swagger UI shows as
+    text boxes (its Try it out then sends text, answered 422); `format: binary` gets a file picker.
+    One file at most (pose) is one picker; several are an array of them. The other form fields
+    (pose's `boxes`) lose their `anyOf` with null, so Swagger UI shows them as a text box.
+    """
     form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
     ref = form.get("schema", {}).get("$ref", "")
     body = schema.get("components", {}).get("schemas", {}).get(ref.rsplit("/", 1)[-1], {})
-    field = body.get("properties", {}).get("file")
+    properties = body.get("properties", {})
+    field = properties.get("file")
     if field is None:
         return
-    files = next((option for option in field.get("anyOf", [field]) if option.get("type") == "array"), None)
-    if files is not None:
-        body["properties"]["file"] = {
-            **files,
+    description = field.get("description", "")
+    if most == 1:
+        properties["file"] = {
+            **_BINARY,
+            "description": description.replace("(s); repeat the field for several", ""),
+        }
+    else:
+        properties["file"] = {
+            "type": "array",
+            "items": dict(_BINARY),
             "minItems": 1,
             "maxItems": most,
-            "description": field.get("description", ""),
+            "description": description,
         }
-        body["required"] = sorted({*body.get("required", []), "file"})
+    body["required"] = sorted({*body.get("required", []), "file"})
+    for name, other in properties.items():
+        options = other.get("anyOf", [])
+        strings = [option for option in options if option.get("type") == "string"]
+        if name != "file" and len(strings) == 1 and len(options) == 2:
+            properties[name] = {**{k: v for k, v in other.items() if k != "anyOf"}, **strings[0]}
 
 
 def _drop_unused(schema: dict[str, Any], names: tuple[str, ...]) -> None:

@@ -163,7 +163,12 @@ async def estimate_pose(
     plane: DataPlaneDep,
     file: FilesParam = None,
     boxes: Annotated[
-        str | None, Form(description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels")
+        str | None,
+        Form(
+            description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels; "
+            "left empty: none given (an HTML form, Swagger UI's too, sends an unfilled field as empty)",
+            examples=["[[10, 20, 200, 400]]"],  # Swagger UI would otherwise prefill "string"
+        ),
     ] = None,
     boxes_query: Annotated[
         str | None, Query(alias="boxes", description="the same boxes as a query parameter (raw-body uploads)")
@@ -180,6 +185,6 @@ async def estimate_pose(
     ] = True,
 ) -> Any:
     images = await read_images(request, file)
-    given = boxes if boxes is not None else boxes_query
+    given = boxes if boxes is not None and boxes.strip() else boxes_query
     answer = await plane.pose(images, model, given, format, overlay, detect)
     return _as_response(answer) if isinstance(answer, ImageAnswer) else answer

@@ -13,6 +13,7 @@ const KEY_STORAGE = "mnv2-demo-api-key"; // sessionStorage: the key is forgotten
 
 const state = {
   models: [], // GET /v1/models
+  cards: new Map(), // name → GET /v1/models/{name}, fetched once for the weights' note
   file: null, // the chosen File, sent as it is
   picture: null, // the same file decoded by the browser (null when it cannot): the canvas background
   run: 0, // id of the newest request; an older answer that arrives late is dropped
@@ -28,6 +29,9 @@ function el(tag, className = "", text = undefined) {
 }
 
 const percent = (share) => `${(share * 100).toFixed(share < 0.1 ? 2 : 1)} %`;
+const SHOWN_SHARE = 0.00005; // below this a share prints as "0.00 %": counted, not listed
+/** A pixel coordinate, rounded; never "-0". */
+const pixel = (value) => `${Math.round(value) || 0}`;
 const ms = (value) => `${value.toFixed(1)} ms`;
 
 // -- talking to the API ---------------------------------------------------------------------------
@@ -68,7 +72,53 @@ async function loadModels() {
   } catch (error) {
     showError(error, "GET v1/models");
   }
+  showFailedModels();
   fillModels();
+}
+
+/** Every model that failed to load, with the reason /v1/models gives (its task is unknown). */
+function showFailedModels() {
+  const failed = state.models.filter((m) => m.state === "failed");
+  const box = $("failed");
+  box.replaceChildren();
+  box.hidden = !failed.length;
+  if (!failed.length) return;
+  box.append(el("strong", "", `${failed.length} model${failed.length > 1 ? "s" : ""} failed to load`));
+  const list = el("ul");
+  for (const model of failed) {
+    const item = el("li");
+    item.append(el("code", "name", model.name), document.createTextNode(`: ${model.reason ?? "no reason given"}`));
+    item.append(el("div", "path", model.path));
+    list.append(item);
+  }
+  box.append(list);
+}
+
+/** The weights' banner: unless they are released ones (OpenMMLab's, torchvision's), say what
+ * the model really knows, from its card's own note. */
+async function showWeightsBanner(model) {
+  const banner = $("weights-banner");
+  banner.hidden = true;
+  if (!model || model.state !== "ready" || ["openmmlab", "torchvision"].includes(model.weights)) return;
+  let card = state.cards.get(model.name);
+  if (!card) {
+    try {
+      card = await api(`v1/models/${encodeURIComponent(model.name)}`);
+    } catch {
+      card = { weights: { source: model.weights, note: "" } }; // the list's word is enough
+    }
+    state.cards.set(model.name, card);
+  }
+  if (selectedModel()?.name !== model.name) return; // another model was picked meanwhile
+  const what =
+    card.weights.source === "random-init"
+      ? "Random weights: the answers are noise, not a bug."
+      : `Not released weights (${card.weights.source}, trained on ${card.weights.trained_on ?? "?"}): ` +
+        "it knows what it was trained on, not ImageNet, Cityscapes or real people.";
+  banner.replaceChildren(el("strong", "", what));
+  if (card.weights.note) banner.append(el("span", "", ` ${card.weights.note}.`));
+  banner.append(el("span", "", " For real models, see README → Real weights."));
+  banner.hidden = false;
 }
 
 // -- controls --------------------------------------------------------------------------------------
@@ -91,7 +141,9 @@ function fillModels() {
     select.append(option);
   }
   if (!select.options.length) {
-    select.append(el("option", "", state.models.length ? "no model serves this task" : "no models listed"));
+    const failed = state.models.filter((m) => m.state === "failed").length;
+    const none = failed ? `no model serves this task (${failed} failed to load: see below)` : "no model serves this task";
+    select.append(el("option", "", state.models.length ? none : "no models listed"));
   }
   updateControls();
 }
@@ -102,14 +154,12 @@ function updateControls() {
   $("run").disabled = !(state.file && usable);
   const note = $("model-note");
   note.hidden = !usable;
+  showWeightsBanner(model);
   if (!usable) return;
   const what = model.task === "pose" ? "keypoints" : "classes";
   note.textContent =
     `${model.dataset} · input ${model.input.width}×${model.input.height} · ` +
     `${model.num_labels} ${what} · ${model.provider} · weights: ${model.weights}`;
-  if (model.weights === "random-init") {
-    note.append(el("strong", "", " · random weights: expect noise, not a bug"));
-  }
 }
 
 async function useFile(file) {
@@ -134,8 +184,15 @@ async function run() {
   const url = `${ENDPOINTS[model.task]}${ENDPOINTS[model.task].includes("?") ? "&" : "?"}model=${encodeURIComponent(model.name)}`;
   const form = new FormData();
   form.append("file", state.file);
-  $("status").textContent = `POST ${url} …`;
   const started = performance.now();
+  // A segmentation can take seconds on a CPU: count them, so the page is seen to be working.
+  const waiting = () => {
+    const seconds = (performance.now() - started) / 1000;
+    $("status").textContent = `POST ${url} · waiting for ${model.name} · ${seconds.toFixed(1)} s`;
+  };
+  waiting();
+  const ticker = setInterval(() => id === state.run && waiting(), 200);
+  $("result").classList.add("stale"); // the previous answer stays, dimmed, until this one comes
   try {
     const answer = await api(url, { method: "POST", body: form });
     const roundTrip = performance.now() - started;
@@ -144,7 +201,11 @@ async function run() {
   } catch (error) {
     if (id === state.run) showError(error, `POST ${url}`);
   } finally {
-    if (id === state.run) $("status").textContent = "";
+    clearInterval(ticker);
+    if (id === state.run) {
+      $("status").textContent = "";
+      $("result").classList.remove("stale");
+    }
   }
 }
 
@@ -238,12 +299,17 @@ async function showSegmentation(result) {
   };
 
   const legend = el("ul", "legend");
-  for (const c of result.classes) {
+  const listed = result.classes.filter((c) => c.fraction >= SHOWN_SHARE);
+  for (const c of listed) {
     const swatch = el("span", "swatch");
     swatch.style.backgroundColor = c.color ? `rgb(${c.color.join(",")})` : "transparent";
     const row = el("li");
     row.append(swatch, el("span", "label", c.label), el("span", "score", percent(c.fraction)));
     legend.append(row);
+  }
+  const hidden = result.classes.length - listed.length;
+  if (hidden) {
+    legend.append(el("li", "more", `and ${hidden} more with a few pixels each (under 0.01 %)`));
   }
   const slider = el("label", "slider", "Mask opacity ");
   slider.append(opacity);
@@ -270,21 +336,25 @@ function showPose(answer) {
       const d = Math.hypot(k.x - x, k.y - y);
       if (d <= reach && (!best || d < best.d)) best = { k, d };
     }
-    return best && `${best.k.name} · score ${best.k.score.toFixed(3)} · (${best.k.x.toFixed(0)}, ${best.k.y.toFixed(0)})`;
+    return best && `${best.k.name} · score ${best.k.score.toFixed(3)} · (${pixel(best.k.x)}, ${pixel(best.k.y)})`;
   };
 
   const people = answer.people.length;
   $("details").append(el("h2", "", `${people} ${people === 1 ? "person" : "people"} · ${points.length} keypoints`));
   for (const person of answer.people) {
     const table = el("table", "keypoints");
-    table.createCaption().textContent = `Box [${person.box.map((v) => v.toFixed(0)).join(", ")}] · mean score ${person.score.toFixed(3)}`;
+    table.createCaption().textContent = `Box [${person.box.map(pixel).join(", ")}] · mean score ${person.score.toFixed(3)}`;
+    const { width, height } = answer.image;
     for (const k of person.keypoints) {
+      // A box reaching past the edge (mmpose pads its crop) can put a keypoint off the image.
+      const outside = k.x < 0 || k.y < 0 || k.x >= width || k.y >= height;
       const row = table.insertRow();
       const dot = el("span", "swatch dot");
       dot.style.backgroundColor = scoreColour(k.score);
       row.insertCell().append(dot, k.name);
       row.insertCell().textContent = k.score.toFixed(3);
-      row.insertCell().textContent = `(${k.x.toFixed(0)}, ${k.y.toFixed(0)})`;
+      row.insertCell().textContent = `(${pixel(k.x)}, ${pixel(k.y)})${outside ? " outside" : ""}`;
+      if (outside) row.className = "outside";
     }
     $("details").append(table);
   }

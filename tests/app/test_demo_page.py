@@ -8,6 +8,7 @@ under its pytest tmp dir and prints the path.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import shutil
@@ -62,9 +63,9 @@ def browser() -> Iterator[Browser]:
 
 
 @contextmanager
-def opened_page(browser: Browser, server: RunningServer) -> Iterator[Page]:
+def opened_page(browser: Browser, server: RunningServer, width: int = 1280) -> Iterator[Page]:
     """The page at the server's root; afterwards: no script error, nothing fetched elsewhere."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": width, "height": 900})
     opened = context.new_page()
     requested: list[str] = []
     script_errors: list[str] = []
@@ -151,8 +152,10 @@ def test_page_draws_the_segmentation_mask_with_a_legend_of_the_classes_present(
     wait_for_answer(page, "segmentation")
 
     classes = api_answer(client, "/v1/segment", photo)["results"][0]["classes"]
-    assert page.locator(".legend .label").all_inner_texts() == [c["label"] for c in classes]
-    assert page.locator(".legend .swatch").count() == len(classes)
+    listed = [c for c in classes if c["fraction"] >= 0.00005]  # the others would read "0.00 %"
+    assert page.locator(".legend .label").all_inner_texts() == [c["label"] for c in listed]
+    assert page.locator(".legend .swatch").count() == len(listed)
+    assert "0.00 %" not in page.inner_text(".legend")
     page.hover("#canvas")  # the middle of the mask: the tooltip names the class under the pointer
     screenshot(page, tmp_path, "segmentation", capsys)  # after the hover: the tooltip shows
     assert page.inner_text("#tip").split(" · ")[0] in {c["label"] for c in classes}
@@ -217,6 +220,34 @@ def test_page_asks_for_an_api_key_when_the_service_wants_one_and_sends_it(
         assert set(page.locator(".bars .label").all_inner_texts()) <= set(LABELS)
         assert "Bearer $API_KEY" in page.text_content("#curl")  # the request to copy; never the key
         assert "demo-key" not in page.text_content("#curl")
+
+
+def test_page_lists_models_that_failed_to_load_with_the_reason_and_flags_unreleased_weights(
+    browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = tmp_path / "repository"
+    trained = write_classifier(repository, "a-classifier-with-a-rather-long-name-trained-on-shapes", 1)
+    card = json.loads((trained / "card.json").read_text())
+    card["weights"] = {
+        "source": "trained",
+        "trained_on": "synthetic-shapes",
+        "note": "it knows synthetic shapes",
+    }
+    (trained / "card.json").write_text(json.dumps(card))
+    broken = write_classifier(repository, "broken", 1)
+    (broken / "model.onnx").write_bytes(b"not an ONNX file")
+    with serve(repository) as running, opened_page(browser, running, width=390) as page:
+        page.wait_for_selector("#failed:not([hidden])", timeout=RESULT_TIMEOUT_MS)
+        page.wait_for_selector("#weights-banner:not([hidden])", timeout=RESULT_TIMEOUT_MS)
+        screenshot(page, tmp_path, "failed-and-banner-390px", capsys)
+        reason = httpx.get(running.url + "/v1/models").json()["models"]
+        failed = next(m for m in reason if m["name"] == "broken")
+        assert failed["state"] == "failed"
+        assert "broken" in page.inner_text("#failed") and failed["reason"] in page.inner_text("#failed")
+        banner = page.inner_text("#weights-banner")
+        assert "it knows synthetic shapes" in banner and "README → Real weights" in banner
+        # At 390 px nothing is wider than the window: no sideways scrolling.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def drop_file(page: Page, name: str, data: bytes) -> None:
