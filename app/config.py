@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default="td-hm_mobilenetv2_8xb64-210e_coco-256x192",
         description="model of /v1/pose when `model` is not given",
     )
+    default_detection_model: str = Field(
+        default="ssdlite_mobilenetv2-scratch_8xb24-600e_coco",
+        description="model of /v1/detect when `model` is not given; /v1/pose finds its people with it",
+    )
 
     # Runtime
     device: Device = Field(
@@ -155,6 +159,12 @@ class Settings(BaseSettings):
     # Server
     host: str = Field(default="0.0.0.0", description="address uvicorn binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port uvicorn binds")
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC (KServe's GRPCInferenceService, Triton's 8001), bound on HOST; 0 = off",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
     )
@@ -240,6 +250,7 @@ class Settings(BaseSettings):
             "classification": self.default_classification_model,
             "segmentation": self.default_segmentation_model,
             "pose": self.default_pose_model,
+            "detection": self.default_detection_model,
         }[task]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from app.observability import annotate
 from app.registry import ModelEntry, ModelRegistry
 from app.schemas import (
     ClassifyResponse,
+    DetectResponse,
     InputSize,
     ModelInfo,
     ModelsResponse,
@@ -44,8 +45,15 @@ from app.schemas import (
 )
 from contract.card import ModelCard, Task
 from contract.errors import InputError
-from contract.pipelines import ClassificationPipeline, ImageFormat, PosePipeline, SegmentationPipeline
+from contract.pipelines import (
+    ClassificationPipeline,
+    DetectionPipeline,
+    ImageFormat,
+    PosePipeline,
+    SegmentationPipeline,
+)
 from contract.results import Person, Size
+from contract.tasks import detection as detection_task
 from contract.tasks import pose as pose_task
 
 T = TypeVar("T")
@@ -134,6 +142,7 @@ class DataPlane:
     def _tracked(self, entry: ModelEntry) -> Iterator[None]:
         """Count the request as a success or a failure (by reason) of its model."""
         annotate(model=entry.name, version=entry.version)  # for the request's access log line
+        started = time.perf_counter()
         try:
             try:
                 yield
@@ -141,12 +150,12 @@ class DataPlane:
                 raise from_input_error(exc) from exc
         except ServiceError as exc:
             reason = next((r for kind, r in _FAILURE_REASONS if isinstance(exc, kind)), "INVALID")
-            entry.metrics.request_done(reason)
+            entry.metrics.request_done(reason, time.perf_counter() - started)
             raise
         except Exception:
-            entry.metrics.request_done("OTHER")
+            entry.metrics.request_done("OTHER", time.perf_counter() - started)
             raise
-        entry.metrics.request_done()
+        entry.metrics.request_done(None, time.perf_counter() - started)
 
     async def _decode_and_run(
         self,
@@ -215,6 +224,44 @@ class DataPlane:
             model=entry.name, version=card.version, results=results, timing=clock.timing(outcome)
         )
 
+    # -- detection -------------------------------------------------------------------------------
+
+    async def detect(
+        self,
+        images: list[bytes],
+        model: str | None,
+        score_threshold: float | None,
+        iou_threshold: float | None,
+        max_detections: int | None,
+        output: ImageFormat,
+        overlay: bool,
+    ) -> DetectResponse | ImageAnswer:
+        clock = _Clock(self.settings.request_timeout_ms)
+        entry, card = self._model(model, "detection")
+        pipeline = DetectionPipeline(card, self.settings.max_image_pixels)
+        limits = pipeline.thresholds(score_threshold, iou_threshold, max_detections)
+        wants_image = overlay or output != "json"
+        self._check_count(
+            images, "an image answer (format=png|jpeg or overlay=true)" if wants_image else None
+        )
+        prepared, outcome = await self._decode_and_run(
+            entry, clock, images, pipeline.batch, pipeline.prepare, wants_image
+        )
+        boxes, scores = outcome.outputs[0], outcome.outputs[1]
+        results = await asyncio.gather(
+            *(
+                self._in_pool(pipeline.answer, boxes[i], scores[i], one, limits)
+                for i, one in enumerate(prepared)
+            )
+        )
+        if wants_image:
+            content = await self._in_pool(pipeline.image, results[0].objects, prepared[0], output)
+            media_type = "image/jpeg" if output == "jpeg" else "image/png"
+            return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
+        return DetectResponse(
+            model=entry.name, version=card.version, results=results, timing=clock.timing(outcome)
+        )
+
     # -- pose ------------------------------------------------------------------------------------
 
     async def pose(
@@ -224,6 +271,7 @@ class DataPlane:
         boxes_json: str | None,
         output: ImageFormat,
         overlay: bool,
+        detect_people: bool = True,
     ) -> PoseResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
         entry, card = self._model(model, "pose")
@@ -231,6 +279,14 @@ class DataPlane:
         self._check_count(images, "pose")
         boxes = pose_task.parse_boxes(boxes_json, self.settings.max_boxes) if boxes_json is not None else None
         wants_image = overlay or output != "json"
+        source: Literal["request", "detector", "whole_image"] = "request"
+        box_scores: np.ndarray | None = None
+        detector = self._person_detector() if boxes is None and detect_people else None
+        if detector is not None:
+            boxes, box_scores = await self._detect_people(detector, images[0], clock)
+            source = "detector"
+        elif boxes is None:
+            source = "whole_image"
         slots = pipeline.rows(boxes)
         outcome: BatchOutcome | None = None
         assert entry.batcher is not None
@@ -247,6 +303,11 @@ class DataPlane:
                     outcome = await reservation.submit(batch, clock.deadline)
                 decoded = prepared.decoded
                 found = pipeline.answer(outcome.outputs[0], prepared)
+                if box_scores is not None:
+                    found = [
+                        p.model_copy(update={"box_score": float(s)})
+                        for p, s in zip(found, box_scores, strict=True)
+                    ]
         if wants_image:
             content = await self._in_pool(pipeline.image, decoded, found, output)
             media_type = "image/jpeg" if output == "jpeg" else "image/png"
@@ -255,10 +316,33 @@ class DataPlane:
             model=entry.name,
             version=card.version,
             image=Size(width=decoded.size[0], height=decoded.size[1]),
+            boxes=source,
+            detector=detector.name if detector is not None else None,
             people=found,
             skeleton=pipeline.skeleton(),
             timing=clock.timing(outcome),
         )
+
+    def _person_detector(self) -> ModelEntry | None:
+        """The detector `/v1/pose` finds its people with: the default detector, if ready and it knows people."""
+        entry = self.registry.default_for("detection")
+        if entry is None or entry.state != "ready" or entry.card is None:
+            return None
+        return entry if detection_task.PERSON_LABEL in entry.card.labels else None
+
+    async def _detect_people(
+        self, entry: ModelEntry, image: bytes, clock: _Clock
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes (n, 4) and scores, at most MAX_BOXES, best first: one run of the detector."""
+        assert entry.card is not None and entry.batcher is not None
+        pipeline = DetectionPipeline(entry.card, self.settings.max_image_pixels)
+        (prepared,), outcome = await self._decode_and_run(
+            entry, clock, [image], pipeline.batch, pipeline.prepare
+        )
+        boxes, scores = await self._in_pool(
+            pipeline.people, outcome.outputs[0][0], outcome.outputs[1][0], prepared
+        )
+        return boxes[: self.settings.max_boxes], scores[: self.settings.max_boxes]
 
     # -- raw tensors (the Open Inference Protocol, app/protocol) --------------------------------
 
@@ -275,7 +359,10 @@ class DataPlane:
     # -- models and readiness --------------------------------------------------------------------
 
     def models(self) -> ModelsResponse:
-        defaults = {self.registry.default_for(task) for task in ("classification", "segmentation", "pose")}
+        defaults = {
+            self.registry.default_for(task)
+            for task in ("classification", "segmentation", "pose", "detection")
+        }
         infos = []
         for entry in self.registry.entries.values():
             card = entry.card

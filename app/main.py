@@ -49,13 +49,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reloader = ModelReloader(registry, settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plan = plan_device(settings)  # DEVICE=cuda without CUDA stops the start here
         registry.discover()
         loading = asyncio.create_task(registry.load_all(plan))  # /readyz says 503 until it is done
         loading.add_done_callback(lambda _: settle_heap())
         reloader.start()  # polls the repository every RELOAD_INTERVAL_S (0 = off)
+        grpc_server = None
+        if settings.grpc_port:  # the Open Inference Protocol over gRPC, on the same loop and plane
+            from app.grpc.server import GRACE_S, start_grpc
+
+            grpc_server = await start_grpc(settings, plane, reloader, metrics, app.version)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(GRACE_S)
         loading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loading

@@ -275,7 +275,8 @@ class ModelRegistry:
         return (
             bool(self.entries)
             and not self.problems
-            and all(e.state == "ready" for e in self.entries.values())
+            # As Triton's: a model unloaded on purpose does not make the server unready.
+            and all(e.state in ("ready", "unloaded") for e in self.entries.values())
         )
 
     def default_for(self, task: Task) -> ModelEntry | None:
@@ -306,9 +307,15 @@ class ModelRegistry:
             raise WrongTask(f"model {entry.name} does {entry.card.task}, not {task}")
         if entry.state == "loading":
             raise ModelNotReady.loading(entry.name)
+        if entry.state == "unloaded":
+            raise ModelNotReady(unloaded_message(entry.name))
         if entry.state == "failed" or entry.batcher is None:
             raise ModelNotReady(f"model {entry.name} failed to load: {entry.reason}")
         return entry
+
+
+def unloaded_message(name: str) -> str:
+    return f"model {name} is unloaded; POST /v2/repository/models/{name}/load serves it again"
 
 
 def _check_signature(session: ort.InferenceSession, card: ModelCard) -> None:

@@ -99,6 +99,28 @@ class ModelReloader:
                 )
             return await self._swap(current, target, model_dir / str(target))
 
+    async def unload(self, name: str) -> None:
+        """Stop serving `name` (Triton's repository unload): its requests finish, new ones get 503.
+
+        The model stays listed (state `unloaded`) and does not count against readiness; `reload`
+        serves it again. Raises `ModelNotFound` (404) or `ModelNotReady` (503, still loading).
+        """
+        if name not in self.registry.entries:
+            raise ModelNotFound(f"no model named {name[:200]!r}; GET /v1/models lists them")
+        async with self._locks[name]:
+            current = self.registry.entries[name]
+            if current.state == "loading":
+                raise ModelNotReady(f"model {name} is still loading", headers={"Retry-After": "5"})
+            if current.state == "unloaded":
+                return
+            placeholder = ModelEntry(
+                name, current.version, current.path, current.metrics, state="unloaded", card=current.card
+            )
+            self.registry.entries[name] = placeholder
+            logger.info("model unloaded name=%s version=%s", name, current.version)
+            if current.state == "ready":
+                self._retire(current)
+
     def _failure(self, current: ModelEntry, version: int | None, reason: str) -> ReloadFailed:
         current.reload_error = f"version {version}: {reason}"
         logger.error(
@@ -174,7 +196,7 @@ class ModelReloader:
     async def poll_once(self, name: str) -> None:
         """Reload `name` if the repository has a newer version (or the current one failed to load)."""
         entry = self.registry.entries[name]
-        if name in self._pinned or entry.state == "loading" or self._locks[name].locked():
+        if name in self._pinned or entry.state in ("loading", "unloaded") or self._locks[name].locked():
             return
         model_dir = self._model_dir(name)
         versions = repository.versions(model_dir) if model_dir is not None else []

@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from contract.card import Task
-from contract.results import Classification, Person, Segmentation, Size
+from contract.results import Classification, Detections, Person, Segmentation, Size
 
-ModelState = Literal["loading", "ready", "failed"]
+ModelState = Literal["loading", "ready", "failed", "unloaded"]  # unloaded: by the repository API
 
 
 class ErrorDetail(BaseModel):
@@ -52,8 +52,18 @@ class SegmentResponse(ModelRef):
 
 class PoseResponse(ModelRef):
     image: Size
+    boxes: Literal["request", "detector", "whole_image"] = Field(
+        description="where the person boxes came from: the request, the person detector, or none (the "
+        "whole image as one person, when no detector is loaded)"
+    )
+    detector: str | None = Field(default=None, description="the detector that found the people")
     people: list[Person]
     skeleton: list[tuple[str, str]] = Field(description="pairs of keypoint names joined by a limb")
+    timing: Timing
+
+
+class DetectResponse(ModelRef):
+    results: list[Detections] = Field(description="one entry per uploaded image, in upload order")
     timing: Timing
 
 

@@ -7,6 +7,8 @@ however it is written (/v2 included):
 - admin: `POST /v1/models/{name}/reload` and /v2/repository/*: an ADMIN_API_KEYS key, always (403
   while none is configured);
 - everything else under /v1 and /v2: any key of API_KEYS or ADMIN_API_KEYS, when any is set.
+The gRPC server (app.grpc.server) applies the same rules to its methods, with the key in the
+`authorization` metadata.
 
 Keys are held only as SHA-256 digests (the settings hash them on load). A presented key is
 hashed and compared with every stored digest by `hmac.compare_digest`, without stopping at a
@@ -67,7 +69,12 @@ def access_for(path: str, protect_metrics: bool, method: str = "POST") -> Access
 
 
 def bearer_token(headers: Headers) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return bearer_from(headers.get("authorization", ""))
+
+
+def bearer_from(authorization: str) -> str | None:
+    """The key of an `Authorization: Bearer KEY` value (an HTTP header or gRPC metadata)."""
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > _MAX_KEY_CHARS:
         return None

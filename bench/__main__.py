@@ -3,6 +3,7 @@
     python -m bench                                  # every task, 1/4/16/64 clients, default models
     python -m bench --tasks classification --concurrency 1,16 --baseline
     python -m bench --url http://host:8000 --models models   # a server that is already running
+    python -m bench --perf-analyzer                  # Triton's perf_analyzer over HTTP and gRPC
 
 See bench/PERFORMANCE.md for what is measured and how to read it.
 """
@@ -15,7 +16,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench import perf_analyzer
 from bench.images import DEFAULT_SIZES, parse_sizes
+from bench.perf_analyzer import PerfOptions
 from bench.run import PLANS, Options, main
 
 
@@ -33,14 +36,21 @@ def _cpus(text: str | None) -> set[int] | None:
     return cpus
 
 
-def parse(argv: list[str]) -> Options:
+def parse(argv: list[str]) -> Options | PerfOptions:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Drive the service on loopback at several concurrencies and compare it with the "
         "in-process limit (same decoding, preprocessing and ONNX Runtime session, no HTTP).",
     )
-    parser.add_argument("--tasks", default="classification,segmentation,pose", help="comma-separated tasks")
-    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts")
+    parser.add_argument(
+        "--tasks",
+        default="classification,segmentation,pose",
+        help="comma-separated tasks; also detection, and detect+pose (/v1/pose without boxes, where the "
+        "repository has a detector)",
+    )
+    parser.add_argument(
+        "--concurrency", help="comma-separated client counts (default 1,4,16,64; with --perf-analyzer 4)"
+    )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds of new requests per step (segmentation: ×1.5)"
     )
@@ -89,6 +99,19 @@ def parse(argv: list[str]) -> Options:
         type=float,
         help="most seconds per batch size and schedule of the limit (quick runs)",
     )
+    parser.add_argument(
+        "--perf-analyzer",
+        action="store_true",
+        help="run Triton's perf_analyzer over HTTP and gRPC (and bench.load on /v1) against the "
+        "classifier instead; skipped with the reason where perf_analyzer cannot run",
+    )
+    parser.add_argument(
+        "--pa-interval-ms",
+        type=int,
+        default=5000,
+        help="perf_analyzer's measurement window (up to 4 per step)",
+    )
+    parser.add_argument("--grpc-url", help="with --url and --perf-analyzer: the service's gRPC host:port")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in PLANS]
@@ -103,9 +126,21 @@ def parse(argv: list[str]) -> Options:
         if not sep:
             parser.error(f"--set takes KEY=VALUE, got {item!r}")
         settings[key.strip().upper()] = value
+    if args.perf_analyzer:
+        return PerfOptions(
+            models=args.models,
+            out=args.out,
+            concurrency=_ints(args.concurrency or "4"),
+            interval_ms=args.pa_interval_ms,
+            bench_duration_s=args.duration,
+            url=args.url,
+            grpc_url=args.grpc_url,
+            settings=settings,
+            command="python -m bench " + shlex.join(argv),
+        )
     return Options(
         tasks=tasks,
-        concurrency=_ints(args.concurrency),
+        concurrency=_ints(args.concurrency or "1,4,16,64"),
         duration_s=args.duration,
         requests=args.requests,
         baseline=args.baseline,
@@ -126,4 +161,7 @@ def parse(argv: list[str]) -> Options:
 
 
 if __name__ == "__main__":
-    main(parse(sys.argv[1:]))
+    options = parse(sys.argv[1:])
+    if isinstance(options, PerfOptions):
+        sys.exit(perf_analyzer.main(options))
+    main(options)

@@ -32,7 +32,7 @@ from app.config import Settings
 from app.registry import inference_runs
 from app.runtime import create_session, plan_device
 from contract.card import ModelCard
-from contract.pipelines import ClassificationPipeline, PosePipeline, SegmentationPipeline
+from contract.pipelines import ClassificationPipeline, DetectionPipeline, PosePipeline, SegmentationPipeline
 
 Prepare = Callable[[bytes, np.ndarray], object]
 
@@ -44,6 +44,8 @@ def preparer(card: ModelCard, settings: Settings) -> Prepare:
         return ClassificationPipeline(card, max_pixels).prepare
     if card.task == "segmentation":
         return SegmentationPipeline(card, max_pixels).prepare
+    if card.task == "detection":
+        return DetectionPipeline(card, max_pixels).prepare
     pose = PosePipeline(card, max_pixels)
 
     def prepare_pose(data: bytes, row: np.ndarray) -> None:  # no boxes: the whole image is the person

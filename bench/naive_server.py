@@ -26,10 +26,10 @@ from fastapi.responses import JSONResponse, Response
 
 from app.config import Settings
 from app.runtime import create_session, plan_device
-from app.schemas import ClassifyResponse, PoseResponse, SegmentResponse, Timing
+from app.schemas import ClassifyResponse, DetectResponse, PoseResponse, SegmentResponse, Timing
 from contract import repository
 from contract.card import ModelCard
-from contract.pipelines import ClassificationPipeline, PosePipeline, SegmentationPipeline
+from contract.pipelines import ClassificationPipeline, DetectionPipeline, PosePipeline, SegmentationPipeline
 from contract.repository import CARD_FILE, MODEL_FILE
 from contract.results import Size
 
@@ -112,6 +112,19 @@ def create_app(settings: Settings) -> FastAPI:
             model=m.card.name, version=m.card.version, results=[result], timing=timing(started)
         )
 
+    @app.post("/v1/detect", response_model=DetectResponse)
+    def detect(body: ImageBody, model: str | None = None) -> DetectResponse:
+        started = time.monotonic()
+        m = pick(model, "detection")
+        pipeline = DetectionPipeline(m.card, settings.max_image_pixels)
+        batch = pipeline.batch(1)
+        prepared = pipeline.prepare(body, batch[0])
+        boxes, scores = m.run(batch)
+        result = pipeline.answer(boxes[0], scores[0], prepared, pipeline.thresholds(None, None, None))
+        return DetectResponse(
+            model=m.card.name, version=m.card.version, results=[result], timing=timing(started)
+        )
+
     @app.post("/v1/pose", response_model=PoseResponse)
     def pose(body: ImageBody, model: str | None = None) -> PoseResponse:
         started = time.monotonic()
@@ -123,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
             model=m.card.name,
             version=m.card.version,
             image=Size(width=prepared.decoded.size[0], height=prepared.decoded.size[1]),
+            boxes="whole_image",
             people=pipeline.answer(m.run(batch)[0], prepared),
             skeleton=pipeline.skeleton(),
             timing=timing(started),

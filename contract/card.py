@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 METADATA_KEY = "model_card"
 SCHEMA_VERSION = 1
 
-Task = Literal["classification", "segmentation", "pose"]
+Task = Literal["classification", "segmentation", "pose", "detection"]
 
 
 class _Frozen(BaseModel):
@@ -56,12 +56,30 @@ class Preprocess(_Frozen):
       `pad_value`; the padding is cut from the mask before it is scaled back.
     - pose: each person box becomes a crop of the box centre with scale `box_padding` × (w, h),
       widened to the input's aspect ratio, warped affinely to the input size.
+    - detection: resize the whole image to the input size, aspect ratio not kept (`keep_ratio`
+      False, mmdet's SSD test pipeline); boxes scale back axis by axis.
     """
 
     resize_short: int | None = None
     keep_ratio: bool = True
     pad_value: int = 0
     box_padding: float | None = None
+
+
+class Detection(_Frozen):
+    """A detector's test-time settings (mmdet's `test_cfg`); requests may override the first three.
+
+    The graph answers every anchor's box and class scores; the service keeps the (anchor, class)
+    pairs above `score_threshold`, at most `pre_nms_top_k` per head level (`level_anchors` counts
+    each level's anchors, in output order), suppresses overlaps above `iou_threshold` class by
+    class, and answers the `max_detections` highest.
+    """
+
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    pre_nms_top_k: int
+    level_anchors: list[int]
 
 
 class Weights(_Frozen):
@@ -97,11 +115,16 @@ class ModelCard(_Frozen):
     palette: list[tuple[int, int, int]] | None = None
     skeleton: list[tuple[int, int]] | None = None
     flip_indices: list[int] | None = None
+    detection: Detection | None = None
     weights: Weights
     published_metrics: dict[str, float] = Field(default_factory=dict)
     measured_metrics: dict[str, float] = Field(default_factory=dict)
     parameters: int
     parity: Parity
+    precision: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="of the weights and arithmetic inside; inputs and outputs keep their types",
+    )
     opset: int
     created: str
     onnx_sha256: str

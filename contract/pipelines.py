@@ -20,8 +20,9 @@ from PIL import Image
 from contract.card import ModelCard
 from contract.errors import InvalidInput
 from contract.imaging import DecodedImage, decode_image, encode_jpeg, encode_png, open_image, upright_size
-from contract.results import Classification, Person, Segmentation, Size
+from contract.results import Classification, DetectedObject, Detections, Person, Segmentation, Size
 from contract.tasks import classification, segmentation
+from contract.tasks import detection as detection_task
 from contract.tasks import pose as pose_task
 
 ImageFormat = Literal["json", "png", "jpeg"]
@@ -163,3 +164,55 @@ class PosePipeline(_Pipeline):
 
     def skeleton(self) -> list[tuple[str, str]]:
         return pose_task.skeleton_names(self.card)
+
+
+@dataclass
+class DetectionInput:
+    decoded: DecodedImage  # full pixels only when the answer draws on them
+
+
+class DetectionPipeline(_Pipeline):
+    def thresholds(
+        self, score: float | None, iou: float | None, max_detections: int | None
+    ) -> detection_task.Thresholds:
+        """The request's thresholds, the card's (mmdet's test_cfg) for those not given."""
+        return detection_task.thresholds(self.card, score, iou, max_detections)
+
+    def prepare(self, data: bytes, row: np.ndarray, keep_pixels: bool = False) -> DetectionInput:
+        """Resize the whole image into `row`; a JPEG is draft-decoded unless the answer draws on it."""
+        needed = None if keep_pixels else (lambda _: detection_task.needed_size(self.card))
+        decoded = decode_image(data, self.max_pixels, needed)
+        detection_task.preprocess(decoded, self.card, row)
+        return DetectionInput(decoded if keep_pixels else _without_pixels(decoded))
+
+    def found(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        prepared: DetectionInput,
+        limits: detection_task.Thresholds,
+        classes: list[int] | None = None,
+    ) -> list[DetectedObject]:
+        """One image's (A, 4) boxes and (A, C) scores → its objects in image pixels."""
+        kept = detection_task.detect(boxes, scores, self.card, prepared.decoded.size, limits, classes)
+        return detection_task.objects(*kept, self.card)
+
+    def answer(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        prepared: DetectionInput,
+        limits: detection_task.Thresholds,
+    ) -> Detections:
+        return Detections(image=_size(prepared.decoded), objects=self.found(boxes, scores, prepared, limits))
+
+    def people(
+        self, boxes: np.ndarray, scores: np.ndarray, prepared: DetectionInput
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes (n, 4) in image pixels and their scores, as mmpose's top-down demo picks them."""
+        limits = self.thresholds(None, None, None)
+        kept = detection_task.detect(boxes, scores, self.card, prepared.decoded.size, limits)
+        return detection_task.people(*kept, self.card)
+
+    def image(self, found: list[DetectedObject], prepared: DetectionInput, output: ImageFormat) -> bytes:
+        return _encode(detection_task.draw(prepared.decoded.image, found), output)

@@ -28,6 +28,9 @@ class Keypoint(BaseModel):
 class Person(BaseModel):
     box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in image pixels")
     score: float = Field(description="mean keypoint score")
+    box_score: float | None = Field(
+        default=None, description="the detector's person score, when it found the box"
+    )
     keypoints: list[Keypoint]
 
 
@@ -47,3 +50,15 @@ class Segmentation(BaseModel):
     mask_png: str = Field(
         description="base64 of a palette PNG at the image's size whose pixel values are class indices"
     )
+
+
+class DetectedObject(BaseModel):
+    label: str
+    index: int = Field(description="class index in the model's output")
+    score: float = Field(description="softmax class score")
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in image pixels")
+
+
+class Detections(BaseModel):
+    image: Size = Field(description="size of the upright input image")
+    objects: list[DetectedObject] = Field(description="highest score first, after per-class NMS")

@@ -67,3 +67,29 @@ def test_an_empty_model_repository_says_to_build_the_models(tmp_path: Path) -> N
     )
     assert run.returncode != 0
     assert "make models" in run.stderr
+
+
+def test_perf_analyzer_mode_says_why_it_is_skipped_without_the_binary(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PERF_ANALYZER": str(tmp_path / "no-such-binary")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--perf-analyzer", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "perf_analyzer skipped: no perf_analyzer binary" in done.stdout
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_perf_analyzer_summary_is_parsed_into_throughput_and_percentiles() -> None:
+    from bench.perf_analyzer import parse_output
+
+    text = (
+        "Request concurrency: 4\n  Client: \n    Request count: 3973\n    Throughput: 220.276 infer/sec\n"
+        "    p50 latency: 17725 usec\n    p90 latency: 25682 usec\n    p99 latency: 31626 usec\n"
+    )
+    assert parse_output(text) == (220.276, 17.725, 31.626)
+    assert parse_output("Failed to obtain stable measurement.") == (None, None, None)

@@ -68,7 +68,13 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & forbidden)))
 
 def forbidden_at_run_time(package: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(modules_of(package)), json.dumps(sorted(FORBIDDEN[package]))],
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            json.dumps(modules_of(package)),
+            json.dumps(sorted(FORBIDDEN[package])),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

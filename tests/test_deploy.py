@@ -44,7 +44,7 @@ K8S = DOCKER / "k8s"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 # Where a deployment deliberately differs from Settings' defaults (each file says why).
-DEPLOY_OVERRIDES = {"MODEL_REPOSITORY", "DEVICE"}
+DEPLOY_OVERRIDES = {"MODEL_REPOSITORY", "DEVICE", "GRPC_PORT"}
 DEFAULT_MODEL_ENV = {"DEFAULT_CLASSIFICATION_MODEL", "DEFAULT_SEGMENTATION_MODEL", "DEFAULT_POSE_MODEL"}
 INTERPOLATION = re.compile(r"^\$\{(\w+):-(.*)\}$")
 
@@ -209,7 +209,7 @@ def test_plain_compose_up_is_the_gpu_path() -> None:
     assert device["driver"] == "nvidia" and device["count"] == 1 and device["capabilities"] == ["gpu"]
     assert api["depends_on"]["models"]["condition"] == "service_completed_successfully"
     assert api["restart"] == "unless-stopped"
-    assert api["ports"] == ["${PORT:-8000}:${PORT:-8000}"]
+    assert api["ports"] == ["${PORT:-8000}:${PORT:-8000}", "${GRPC_PORT:-8001}:${GRPC_PORT:-8001}"]
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
     assert compose_defaults(api["environment"])["DEVICE"] == "cuda"
     assert argv(services["models"]["command"])[2:4] == ["training", "defaults"]
@@ -495,7 +495,7 @@ def test_probes_and_ports_point_at_real_routes(client: TestClient) -> None:
     (api,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     settings = objects["ConfigMap/mnv2-serve-settings"]["data"]
-    assert ports == {"http": int(settings["PORT"])}
+    assert ports == {"http": int(settings["PORT"]), "grpc": int(settings["GRPC_PORT"])}
 
     # Live while the process answers; ready (200) or not yet (503), never an unknown route.
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -511,8 +511,8 @@ def test_probes_and_ports_point_at_real_routes(client: TestClient) -> None:
     assert int(annotations["prometheus.io/port"]) in ports.values()
     assert client.get("/docs").status_code == 200
 
-    (service_port,) = objects["Service/mnv2-serve"]["spec"]["ports"]
-    assert service_port["targetPort"] in (*ports, *ports.values())
+    for service_port in objects["Service/mnv2-serve"]["spec"]["ports"]:
+        assert service_port["targetPort"] in (*ports, *ports.values())
     selector = objects["Service/mnv2-serve"]["spec"]["selector"]
     assert selector.items() <= pod["metadata"]["labels"].items()
 

@@ -70,7 +70,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
             weights = Weights(
                 source="random-init", note="freshly initialised weights: predictions are meaningless"
             )
-        target = export_model(model, recipe, Path(args.out), weights)
+        target = export_model(model, recipe, Path(args.out), weights, fp16=args.fp16)
         print(f"exported {recipe.name} -> {target}")
 
 
@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="+")
     p.add_argument("--checkpoint", help="OpenMMLab or torchvision .pth, a path or a URL (checked by hash)")
     p.add_argument("--out", default="models", help="model repository (default: models)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="float16 weights and arithmetic (for GPUs), checked against PyTorch under a looser tolerance",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a recipe on a data set in its users' layout, evaluate, export")

@@ -73,6 +73,8 @@ def lr_at(schedule: Schedule, iteration: int, total: int, iters_per_epoch: int, 
         ) ** schedule.power + schedule.min_lr
     elif schedule.policy == "step":
         factor_lr = schedule.lr * schedule.gamma**epoch
+    elif schedule.policy == "cosine":  # mmengine's CosineAnnealingLR to eta_min 0, by epoch
+        factor_lr = schedule.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(total_epochs, 1)))
     else:
         row_epochs = schedule.epochs or total_epochs
         milestones = [m * total_epochs / row_epochs for m in schedule.milestones]

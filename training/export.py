@@ -2,7 +2,8 @@
 
 The graph takes `uint8` RGB `(N, H, W, 3)` with a dynamic batch axis and normalises inside.
 Outputs: classification `probabilities (N, C)` float32; segmentation `mask (N, H, W)` uint8 (argmax
-in the graph at the input resolution); pose `heatmaps (N, K, H/4, W/4)` float32.
+in the graph at the input resolution); pose `heatmaps (N, K, H/4, W/4)` float32; detection
+`boxes (N, A, 4)` (decoded, input pixels) and `scores (N, A, C)` float32 (NMS is the service's).
 Before anything is written where the service looks, PyTorch and ONNX Runtime run the same images
 and the export is refused if they differ beyond the task's tolerance.
 """
@@ -22,6 +23,7 @@ from torch import nn
 
 from contract.card import (
     METADATA_KEY,
+    Detection,
     InputSpec,
     ModelCard,
     OutputSpec,
@@ -55,7 +57,37 @@ _OUTPUTS = {
     # Argmax can flip where two classes tie to float precision: compare the share of equal pixels.
     "segmentation": _TaskOutput("mask", "uint8", "pixel_disagreement", 1e-3),
     "pose": _TaskOutput("heatmaps", "float32", "max_abs_diff", 1e-3),
+    # Two outputs, `boxes` (input pixels) then `scores`; the figure is the larger of their differences.
+    "detection": _TaskOutput("boxes", "float32", "max_abs_diff", 2e-3),
 }
+# Float16 weights and arithmetic (`--fp16`) are compared with PyTorch's float32 under these
+# looser tolerances; the measured figure goes into the card as for float32.
+_FP16_TOLERANCE = {"classification": 5e-3, "segmentation": 2e-2, "pose": 5e-3, "detection": 0.5}
+_DETECTION_OUTPUTS = ("boxes", "scores")
+
+
+def output_specs(recipe: Recipe) -> list[OutputSpec]:
+    """The card's outputs: one per task, two for detection (boxes, and class scores per anchor)."""
+    if recipe.task != "detection":
+        spec = _OUTPUTS[recipe.task]
+        return [OutputSpec(name=spec.name, dtype=spec.dtype, shape=output_shape(recipe))]  # type: ignore[arg-type]
+    from training.nets.ssdlite import level_anchor_counts
+
+    anchors = sum(level_anchor_counts(recipe.input_size))
+    return [
+        OutputSpec(
+            name="boxes",
+            dtype="float32",
+            shape=[-1, anchors, 4],
+            description="x1, y1, x2, y2 per anchor in input pixels, decoded and clipped to the input",
+        ),
+        OutputSpec(
+            name="scores",
+            dtype="float32",
+            shape=[-1, anchors, recipe.num_outputs],
+            description="softmax class scores per anchor, the background class dropped",
+        ),
+    ]
 
 
 def output_shape(recipe: Recipe) -> list[int]:
@@ -92,17 +124,22 @@ def export_model(
     out: Path,
     weights: Weights,
     measured_metrics: dict[str, float] | None = None,
+    fp16: bool = False,
 ) -> Path:
     """Export `model` (built by `recipe.build()`) as the next version under `out/<recipe>/`.
 
+    With `fp16`, the float32 graph (checked first) is converted to float16 weights and arithmetic
+    (`training.fp16`, same inputs and outputs) and checked again under a looser tolerance.
     Returns the version folder. Nothing appears under `out` unless parity holds.
     """
     spec = _OUTPUTS[recipe.task]
+    names = [o.name for o in output_specs(recipe)]
     model = model.eval().cpu()
     wrapper = Exported(model).eval()
     images = parity_images(recipe)
     with torch.no_grad():
-        reference = wrapper(torch.from_numpy(images)).numpy()
+        predicted = wrapper(torch.from_numpy(images))
+    references = [t.numpy() for t in (predicted if isinstance(predicted, tuple) else (predicted,))]
 
     with write_version(Path(out), recipe.name) as (staging, version):
         onnx_path = staging / MODEL_FILE
@@ -117,20 +154,22 @@ def export_model(
                 (torch.from_numpy(images),),
                 str(onnx_path),
                 input_names=["image"],
-                output_names=[spec.name],
-                dynamic_axes={"image": {0: "batch"}, spec.name: {0: "batch"}},
+                output_names=names,
+                dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in names}},
                 opset_version=OPSET,
                 dynamo=False,  # exports in about a second with parity ~1e-7 (see REFERENCE.md)
             )
-        _pin_output_shape(onnx_path, output_shape(recipe))
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        onnx_out = session.run(None, {"image": images})[0]
-        value = _compare(recipe.task, reference, onnx_out)
-        if not value <= spec.tolerance:
-            raise ParityError(
-                f"{recipe.name}: {spec.parity_metric} between PyTorch and ONNX Runtime is {value:.3g}, "
-                f"over the tolerance {spec.tolerance:g}; nothing was written"
-            )
+        _pin_output_shapes(onnx_path, [o.shape for o in output_specs(recipe)])
+        tolerance = spec.tolerance
+        value = _parity(recipe, onnx_path, images, references, tolerance)
+        if fp16:
+            from training.fp16 import convert_file_to_fp16
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the converter warns about every weight it clips
+                convert_file_to_fp16(onnx_path, onnx_path)
+            tolerance = _FP16_TOLERANCE[recipe.task]
+            value = _parity(recipe, onnx_path, images, references, tolerance, "float16 ")
 
         card = _card(
             recipe,
@@ -138,8 +177,10 @@ def export_model(
             weights,
             measured_metrics or {},
             model,
-            Parity(metric=spec.parity_metric, value=value, tolerance=spec.tolerance, images=len(images)),
+            Parity(metric=spec.parity_metric, value=value, tolerance=tolerance, images=len(images)),
         )
+        if fp16:
+            card = card.model_copy(update={"precision": "float16"})
         proto = onnx.load(str(onnx_path))
         # The embedded copy cannot hold the hash of the file it lives in; card.json holds it.
         onnx.helper.set_model_props(proto, {METADATA_KEY: card.to_json()})
@@ -149,15 +190,39 @@ def export_model(
     return Path(out) / recipe.name / str(version)
 
 
-def _pin_output_shape(onnx_path: Path, shape: list[int]) -> None:
-    """Declare the output's static dims (the exporter leaves them symbolic after a resize)."""
+def _parity(
+    recipe: Recipe,
+    onnx_path: Path,
+    images: np.ndarray,
+    references: list[np.ndarray],
+    tolerance: float,
+    kind: str = "",
+) -> float:
+    """PyTorch's outputs against ONNX Runtime's on `images`; raises `ParityError` past `tolerance`."""
+    spec = _OUTPUTS[recipe.task]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_outs = session.run(None, {"image": images})
+    value = max(
+        _compare(recipe.task, reference, onnx_out)
+        for reference, onnx_out in zip(references, onnx_outs, strict=True)
+    )
+    if not value <= tolerance:
+        raise ParityError(
+            f"{recipe.name}: {spec.parity_metric} between PyTorch and the {kind}ONNX model is {value:.3g}, "
+            f"over the tolerance {tolerance:g}; nothing was written"
+        )
+    return value
+
+
+def _pin_output_shapes(onnx_path: Path, shapes: list[list[int]]) -> None:
+    """Declare the outputs' static dims (the exporter leaves them symbolic after a resize)."""
     proto = onnx.load(str(onnx_path))
-    dims = proto.graph.output[0].type.tensor_type.shape.dim
-    for dim, size in zip(dims, shape, strict=True):
-        if size == -1:
-            dim.dim_param = "batch"
-        else:
-            dim.dim_value = size
+    for output, shape in zip(proto.graph.output, shapes, strict=True):
+        for dim, size in zip(output.type.tensor_type.shape.dim, shape, strict=True):
+            if size == -1:
+                dim.dim_param = "batch"
+            else:
+                dim.dim_value = size
     onnx.save(proto, str(onnx_path))
 
 
@@ -170,11 +235,12 @@ def _card(
     parity: Parity,
 ) -> ModelCard:
     h, w = recipe.input_size
-    spec = _OUTPUTS[recipe.task]
     if recipe.task == "classification":
         preprocess = Preprocess(resize_short=round(256 * h / 224))
     elif recipe.task == "segmentation":
         preprocess = Preprocess(keep_ratio=True, pad_value=0)
+    elif recipe.task == "detection":
+        preprocess = Preprocess(keep_ratio=False)  # mmdet's test Resize (320, 320), keep_ratio=False
     else:
         preprocess = Preprocess(box_padding=1.25)
     return ModelCard(
@@ -184,12 +250,13 @@ def _card(
         recipe=recipe.name,
         dataset=weights.trained_on or recipe.dataset,
         input=InputSpec(height=h, width=w, mean=recipe.mean, std=recipe.std),
-        outputs=[OutputSpec(name=spec.name, dtype=spec.dtype, shape=output_shape(recipe))],  # type: ignore[arg-type]
+        outputs=output_specs(recipe),
         preprocess=preprocess,
         labels=recipe.labels(),
         palette=recipe.palette() if recipe.palette else None,
         skeleton=list(recipe.skeleton) if recipe.skeleton else None,
         flip_indices=list(recipe.flip_indices) if recipe.flip_indices else None,
+        detection=_detection(recipe) if recipe.task == "detection" else None,
         weights=weights,
         published_metrics=recipe.published,
         measured_metrics=measured,
@@ -198,4 +265,16 @@ def _card(
         opset=OPSET,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         onnx_sha256="",
+    )
+
+
+def _detection(recipe: Recipe) -> Detection:
+    from training.nets.ssdlite import level_anchor_counts
+
+    return Detection(
+        score_threshold=recipe.extra["score_threshold"],
+        iou_threshold=recipe.extra["iou_threshold"],
+        max_detections=int(recipe.extra["max_per_image"]),
+        pre_nms_top_k=int(recipe.extra["pre_nms_top_k"]),
+        level_anchors=level_anchor_counts(recipe.input_size),
     )

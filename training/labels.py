@@ -187,3 +187,8 @@ MPII_SKELETON: tuple[tuple[int, int], ...] = (
     (13, 14),  # l_shoulder - l_elbow
     (14, 15),  # l_elbow - l_wrist
 )
+
+
+def coco80_classes() -> list[str]:
+    """The 80 COCO detection classes in mmdet's label order (0 "person" ... 79 "toothbrush")."""
+    return _classes("coco80.json")

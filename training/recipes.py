@@ -30,7 +30,7 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 SEG_HEAD_CHANNELS = 512
 
-Head = Literal["linear", "fcn", "pspnet", "deeplabv3", "deeplabv3plus", "heatmap"]
+Head = Literal["linear", "fcn", "pspnet", "deeplabv3", "deeplabv3plus", "heatmap", "ssdlite"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Schedule:
     optimizer: Literal["sgd", "adam"]
     lr: float
     batch_size: int
-    policy: Literal["step", "poly", "multistep"]
+    policy: Literal["step", "poly", "multistep", "cosine"]
     epochs: int | None = None
     iterations: int | None = None
     momentum: float = 0.9
@@ -87,6 +87,8 @@ class Recipe:
         """A freshly initialised network; `with_aux` keeps segmentation's training-only FCN head."""
         normalize = Normalize(self.mean, self.std)
         model: nn.Module
+        if self.task == "detection":
+            return build_detector(self, normalize)
         if self.task == "classification":
             model = Classifier(MobileNetV2(), ClsHead(1280, self.num_outputs), normalize)
         elif self.task == "pose":
@@ -279,7 +281,43 @@ POSE_RECIPES = [
     ),
 ]
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in [CLASSIFIER, *_segmentation_recipes(), *POSE_RECIPES]}
+# -- detection: mmdet's SSDLite on MobileNetV2 (the paper's own detector, §6.2) --------------------
+
+_MMDET = "https://download.openmmlab.com/mmdetection/v2.0"
+
+DETECTOR = Recipe(
+    name="ssdlite_mobilenetv2-scratch_8xb24-600e_coco",
+    task="detection",
+    dataset="coco",
+    input_size=(320, 320),  # test pipeline: Resize (320, 320), keep_ratio=False
+    head="ssdlite",
+    num_outputs=80,
+    # SGD 0.015, linear warm-up 500 iterations from 0.001, cosine to 0 over 120 epochs of a data set
+    # repeated 5 times (the "600e"), batch 8 × 24.
+    schedule=Schedule(
+        "sgd", 0.015, 192, "cosine", epochs=600, weight_decay=4e-5, warmup_iterations=500, warmup_ratio=0.001
+    ),
+    published={"box_AP": 21.3},
+    labels=labels.coco80_classes,
+    checkpoint_url=f"{_MMDET}/ssd/ssdlite_mobilenetv2_scratch_600e_coco/"
+    "ssdlite_mobilenetv2_scratch_600e_coco_20210629_110627-974d9307.pth",
+    config_url=_CFG.format(repo="mmdetection", path="ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco"),
+    # test_cfg: nms_pre 1000 per level, score_thr 0.02, NMS IoU 0.45 per class, max_per_img 200.
+    extra={"score_threshold": 0.02, "iou_threshold": 0.45, "max_per_image": 200, "pre_nms_top_k": 1000},
+)
+
+
+def build_detector(recipe: Recipe, normalize: Normalize) -> nn.Module:
+    from training.nets.ssdlite import SSDLiteDetector, init_ssdlite
+
+    model = SSDLiteDetector(normalize, recipe.num_outputs)
+    init_ssdlite(model)
+    return model
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r for r in [CLASSIFIER, *_segmentation_recipes(), *POSE_RECIPES, DETECTOR]
+}
 
 # The three models `make models` builds and the service serves by default. FCN is the Cityscapes
 # head with the fewest operations (78 GMACs at 512×1024 against 136 for DeepLabV3+), which

@@ -44,6 +44,8 @@ def adapter_for(recipe: Recipe, options: TrainOptions) -> TaskAdapter:
         return ClassificationAdapter(recipe, options)
     if recipe.task == "segmentation":
         return SegmentationAdapter(recipe, options)
+    if recipe.task == "detection":
+        return DetectionAdapter(recipe, options)
     return PoseAdapter(recipe, options)
 
 
@@ -233,3 +235,103 @@ class PoseAdapter:
         pred = np.stack([p.keypoints for p in predictions])
         result = evaluation.pckh(pred, truth.keypoints, truth.visible, truth.head_sizes)
         return {"PCKh": round(float(result["PCKh"]), 4)}
+
+
+class DetectionAdapter:
+    """SSDLite on COCO-style boxes: mmdet's SSD loss, pycocotools' box AP (in percent, as the table)."""
+
+    def __init__(self, recipe: Recipe, options: TrainOptions) -> None:
+        from training.data.detection import collate
+
+        self.recipe, self.options = recipe, options
+        self.collate = collate
+        self.size = options.train_size or recipe.input_size
+
+    def _dataset(self, split: str, train: bool) -> Any:
+        from training.data.detection import CocoDetectionDataset
+
+        size = self.size if train else self.recipe.input_size
+        return CocoDetectionDataset(self.options.data, split, self.recipe.labels(), size, train)
+
+    def train_dataset(self) -> Dataset[Any]:
+        return cast(Dataset[Any], self._dataset("train", train=True))
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        from training.nets.ssdlite import ssd_loss
+
+        return ssd_loss(model, _images(batch["image"], device), batch["boxes"], batch["labels"])
+
+    def batch_images(self, batch: Any) -> int:
+        return int(batch["image"].shape[0])
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        from contract.card import Detection
+        from contract.tasks.detection import Thresholds, postprocess
+        from training.nets.ssdlite import level_anchor_counts
+
+        extra = self.recipe.extra
+        h, w = self.recipe.input_size
+        settings = Detection(
+            score_threshold=extra["score_threshold"],
+            iou_threshold=extra["iou_threshold"],
+            max_detections=int(extra["max_per_image"]),
+            pre_nms_top_k=int(extra["pre_nms_top_k"]),
+            level_anchors=level_anchor_counts((h, w)),
+        )
+        limits = Thresholds(settings.score_threshold, settings.iou_threshold, settings.max_detections)
+        dataset = self._dataset("val", train=False)
+        results: list[dict[str, Any]] = []
+        model.eval()
+        with torch.no_grad():
+            loader = DataLoader(
+                dataset, batch_size=16, num_workers=self.options.workers, collate_fn=self.collate
+            )
+            for batch in loader:
+                boxes, scores = cast(Any, model).predict(_images(batch["image"], device))
+                for i in range(len(boxes)):
+                    kept = postprocess(
+                        boxes[i].float().cpu().numpy(),
+                        scores[i].float().cpu().numpy(),
+                        settings,
+                        (w, h),
+                        batch["size_wh"][i],
+                        limits,
+                    )
+                    for box, score, label in zip(*kept, strict=True):
+                        results.append(
+                            {
+                                "image_id": batch["image_id"][i],
+                                "category_id": dataset.category_of[int(label)],
+                                "bbox": [
+                                    float(box[0]),
+                                    float(box[1]),
+                                    float(box[2] - box[0]),
+                                    float(box[3] - box[1]),
+                                ],
+                                "score": float(score),
+                            }
+                        )
+        stats = coco_box_ap(dataset.annotation_file, results)
+        return {"box_AP": round(100 * stats[0], 2), "box_AP50": round(100 * stats[1], 2)}
+
+
+def coco_box_ap(annotation_file: Path, results: list[dict[str, Any]]) -> list[float]:
+    """pycocotools' `COCOeval(..., "bbox")` stats (AP, AP50, AP75, APs, APm, APl, AR1, ...), in [0, 1]."""
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return [0.0] * 12
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO()
+        ground_truth.dataset = json.loads(Path(annotation_file).read_text())
+        ground_truth.createIndex()
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return [float(v) for v in evaluator.stats]

@@ -10,6 +10,7 @@ from app.api.deps import RAW_IMAGE_BODY, DataPlaneDep, FilesParam, read_images
 from app.dataplane import ImageAnswer
 from app.schemas import (
     ClassifyResponse,
+    DetectResponse,
     ErrorResponse,
     ModelsResponse,
     PoseResponse,
@@ -114,9 +115,46 @@ async def segment(
 
 
 @router.post(
+    "/detect",
+    response_model=DetectResponse,
+    summary="Detect objects: boxes with class and score in image pixels, after per-class NMS",
+    responses=_with_image_answer(
+        "JSON by default; overlay=true (or format=png|jpeg): the boxes drawn on the image"
+    ),
+    openapi_extra=RAW_IMAGE_BODY,
+)
+async def detect(
+    request: Request,
+    plane: DataPlaneDep,
+    file: FilesParam = None,
+    model: ModelParam = None,
+    score_threshold: Annotated[
+        float | None,
+        Query(
+            ge=0.0, le=1.0, description="keep class scores above this; default the model's (0.02, mmdet's)"
+        ),
+    ] = None,
+    iou_threshold: Annotated[
+        float | None,
+        Query(ge=0.0, le=1.0, description="per-class NMS suppresses overlaps above this IoU; default 0.45"),
+    ] = None,
+    max_detections: Annotated[
+        int | None, Query(ge=1, le=1000, description="most objects per image; default the model's (200)")
+    ] = None,
+    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    overlay: OverlayParam = False,
+) -> Any:
+    images = await read_images(request, file)
+    answer = await plane.detect(
+        images, model, score_threshold, iou_threshold, max_detections, format, overlay
+    )
+    return _as_response(answer) if isinstance(answer, ImageAnswer) else answer
+
+
+@router.post(
     "/pose",
     response_model=PoseResponse,
-    summary="Keypoints of each person box (the whole image when no boxes are given)",
+    summary="Keypoints of each person box; without boxes, of each person the detector finds",
     responses=_with_image_answer("JSON by default; overlay=true (or format=png|jpeg): the drawn image"),
     openapi_extra=RAW_IMAGE_BODY,
 )
@@ -133,7 +171,15 @@ async def estimate_pose(
     model: ModelParam = None,
     format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
     overlay: OverlayParam = False,
+    detect: Annotated[
+        bool,
+        Query(
+            description="without boxes: find the people with the default detector first, when one is "
+            "loaded; false: the whole image is one person"
+        ),
+    ] = True,
 ) -> Any:
     images = await read_images(request, file)
-    answer = await plane.pose(images, model, boxes if boxes is not None else boxes_query, format, overlay)
+    given = boxes if boxes is not None else boxes_query
+    answer = await plane.pose(images, model, given, format, overlay, detect)
     return _as_response(answer) if isinstance(answer, ImageAnswer) else answer

@@ -9,28 +9,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import DataPlaneDep
-from app.errors import ServiceError, protocol_error_response
+from app.errors import BadRequest, ServiceError, protocol_error_response
 from app.protocol.codec import HEADER_LENGTH
 from app.protocol.datamodels import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadataResponse,
     ModelReadyResponse,
+    ModelStatisticsResponse,
     ProtocolErrorResponse,
+    RepositoryIndexRequest,
+    RepositoryModel,
+    RepositoryModelRequest,
     ServerLiveResponse,
     ServerMetadataResponse,
     ServerReadyResponse,
 )
 from app.protocol.dataplane import ProtocolPlane
+from app.schemas import ReloadResponse
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ router = APIRouter(
 
 
 def get_protocol(request: Request, plane: DataPlaneDep) -> ProtocolPlane:
-    return ProtocolPlane(plane, request.app.version)
+    return ProtocolPlane(plane, request.app.version, request.app.state.reloader)
 
 
 ProtocolDep = Annotated[ProtocolPlane, Depends(get_protocol)]
@@ -139,6 +145,49 @@ async def server_ready(protocol: ProtocolDep) -> JSONResponse:
 
 
 # -- models: each route also under /versions/{version} ----------------------------------------------
+
+_STATS = "Triton's statistics: requests, queue and compute time, executions per batch size"
+_CONFIG = "Triton's model configuration: inputs, outputs, batch limits, dynamic batching"
+
+
+# Before /models/{name}, which would take `stats` for a model's name.
+@router.get("/models/stats", response_model=ModelStatisticsResponse, summary=_STATS + " (every model)")
+async def statistics(protocol: ProtocolDep) -> dict[str, Any]:
+    return protocol.statistics(None, None)
+
+
+@router.get(
+    "/models/{name}/stats", response_model=ModelStatisticsResponse, summary=_STATS, responses=_errors(404)
+)
+async def model_statistics(name: str, protocol: ProtocolDep) -> dict[str, Any]:
+    return protocol.statistics(name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    response_model=ModelStatisticsResponse,
+    summary=_STATS,
+    responses=_errors(404),
+)
+async def model_version_statistics(name: str, version: str, protocol: ProtocolDep) -> dict[str, Any]:
+    return protocol.statistics(name, version)
+
+
+@router.get(
+    "/models/{name}/config", response_model=dict[str, Any], summary=_CONFIG, responses=_errors(404, 503)
+)
+async def model_config(name: str, protocol: ProtocolDep) -> dict[str, Any]:
+    return protocol.model_config(name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/config",
+    response_model=dict[str, Any],
+    summary=_CONFIG,
+    responses=_errors(404, 503),
+)
+async def model_version_config(name: str, version: str, protocol: ProtocolDep) -> dict[str, Any]:
+    return protocol.model_config(name, version)
 
 
 def _model_ready(protocol: ProtocolPlane, name: str, version: str | None) -> JSONResponse:
@@ -213,3 +262,63 @@ async def infer(name: str, request: Request, protocol: ProtocolDep) -> Response:
 )
 async def infer_version(name: str, version: str, request: Request, protocol: ProtocolDep) -> Response:
     return await _infer(protocol, request, name, version)
+
+
+# -- the model repository (ADMIN_API_KEYS: app.security) ---------------------------------------------
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _optional_body(request: Request, model: type[Body]) -> Body:
+    """Triton's clients send these bodies empty as often as not."""
+    body = await request.body()
+    if not body.strip():
+        return model()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadRequest(f"invalid request body: {exc.errors()[0].get('msg', '')}") from None
+
+
+def _optional_json(model: type[BaseModel]) -> dict[str, Any]:
+    schema = _inline(model.model_json_schema())
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post(
+    "/repository/index",
+    response_model=list[RepositoryModel],
+    summary="Every model of the repository with its version and state (an admin key)",
+    openapi_extra=_optional_json(RepositoryIndexRequest),
+    responses=_errors(400),
+)
+async def repository_index(request: Request, protocol: ProtocolDep) -> list[dict[str, str]]:
+    asked = await _optional_body(request, RepositoryIndexRequest)
+    return protocol.repository_index(asked.ready)
+
+
+@router.post(
+    "/repository/models/{name}/load",
+    response_model=ReloadResponse,
+    summary="Serve the newest version of a model, loaded beside the current one (an admin key)",
+    openapi_extra=_optional_json(RepositoryModelRequest),
+    responses=_errors(400, 404, 409, 503),
+)
+async def repository_load(name: str, request: Request, protocol: ProtocolDep) -> ReloadResponse:
+    asked = await _optional_body(request, RepositoryModelRequest)
+    return await protocol.load(name, asked.parameters)
+
+
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Stop serving a model: its requests finish, new ones get 503 (an admin key)",
+    openapi_extra=_optional_json(RepositoryModelRequest),
+    responses={
+        200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+        **_errors(400, 404, 503),
+    },
+)
+async def repository_unload(name: str, request: Request, protocol: ProtocolDep) -> JSONResponse:
+    await _optional_body(request, RepositoryModelRequest)
+    await protocol.unload(name)
+    return JSONResponse({})

@@ -97,3 +97,65 @@ class InferenceResponse(BaseModel):
     id: str | None = None
     parameters: Parameters | None = None
     outputs: list[ResponseOutput]
+
+
+# -- Triton's statistics and model repository extensions --------------------------------------------
+
+
+class StatisticDuration(BaseModel):
+    count: int = Field(description="how many")
+    ns: int = Field(description="their cumulative duration, nanoseconds")
+
+
+class InferStatistics(BaseModel):
+    success: StatisticDuration = Field(description="requests answered, from arrival to answer")
+    fail: StatisticDuration
+    queue: StatisticDuration = Field(description="time waiting for a batch")
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration = Field(description="session.run, counted for each request of a batch")
+    compute_output: StatisticDuration
+    cache_hit: StatisticDuration
+    cache_miss: StatisticDuration
+
+
+class InferBatchStatistics(BaseModel):
+    batch_size: int
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration = Field(description="executions of this batch size and their time")
+    compute_output: StatisticDuration
+
+
+class ModelStatistics(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="milliseconds since the epoch; 0 before the first")
+    inference_count: int = Field(description="rows inferred (a batch of n counts n)")
+    execution_count: int = Field(description="session.run calls")
+    inference_stats: InferStatistics
+    batch_stats: list[InferBatchStatistics]
+    memory_usage: list[dict[str, Any]]
+
+
+class ModelStatisticsResponse(BaseModel):
+    model_stats: list[ModelStatistics]
+
+
+class RepositoryIndexRequest(BaseModel):
+    repository_name: str = ""
+    ready: bool = Field(False, description="list only the models ready to infer")
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="READY, LOADING or UNAVAILABLE")
+    reason: str = Field(description="why it is not ready (`unloaded` after an unload)")
+
+
+class RepositoryModelRequest(BaseModel):
+    """The optional body of a load or unload."""
+
+    repository_name: str = ""
+    parameters: dict[str, Any] | None = Field(
+        None, description="Triton's `config`/`file:` overrides are refused: the card is the configuration"
+    )

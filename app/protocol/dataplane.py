@@ -1,9 +1,13 @@
-"""The Open Inference Protocol's operations on the registry's models, without HTTP.
+"""The Open Inference Protocol's operations on the registry's models, without HTTP or gRPC.
 
 Raw tensors take the image endpoints' path from the batcher on: a request of N rows reserves N
 slots of the model's batcher through `DataPlane.run_rows`, under the same limits (MAX_BODY_BYTES,
 inflated bodies included; MAX_IMAGES rows; the bounded queue; the deadline). What a model takes
 and gives comes from its card, which the registry checked against the ONNX graph when it loaded.
+
+Triton's extensions answer here too, in Triton's JSON shapes (the gRPC messages have the same
+fields): the model configuration (from the card and the batcher's settings), the statistics
+(`app.metrics.ModelStats`, the batcher's own counters) and the repository (`app.reload`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +30,24 @@ from app.protocol.datamodels import (
     Parameters,
     ServerMetadataResponse,
 )
-from app.registry import ModelEntry
+from app.registry import ModelEntry, unloaded_message
+from app.reload import ModelReloader
+from app.schemas import ReloadResponse
 from contract.card import ModelCard
+from contract.repository import MODEL_FILE
 from contract.tasks import classification
 
 SERVER_NAME = "mnv2-serve"
 PLATFORM = "onnxruntime_onnx"
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
+BACKEND = "onnxruntime"
+# registry state → Triton's model state in the repository index
+_REPOSITORY_STATES = {
+    "ready": "READY",
+    "loading": "LOADING",
+    "failed": "UNAVAILABLE",
+    "unloaded": "UNAVAILABLE",
+}
 
 
 @dataclass
@@ -45,7 +61,9 @@ class _Wanted:
 
 
 @dataclass
-class _Parsed:
+class ParsedRequest:
+    """An inference request checked against the model's card: its rows and the outputs to answer."""
+
     request: InferenceRequest
     rows: np.ndarray  # (N, H, W, 3) uint8
     wanted: list[_Wanted]
@@ -58,12 +76,18 @@ def _flag(parameters: Parameters, key: str, default: bool) -> bool:
     return value
 
 
+def triton_type(datatype: str) -> str:
+    """The protocol's datatype (`FP32`, `BYTES`) → Triton's model-configuration enum (`TYPE_FP32`)."""
+    return "TYPE_STRING" if datatype == codec.BYTES else f"TYPE_{datatype}"
+
+
 class ProtocolPlane:
-    def __init__(self, plane: DataPlane, server_version: str) -> None:
+    def __init__(self, plane: DataPlane, server_version: str, reloader: ModelReloader | None = None) -> None:
         self.plane = plane
         self.settings = plane.settings
         self.registry = plane.registry
         self.server_version = server_version
+        self.reloader = reloader
 
     # -- server and model state ------------------------------------------------------------------
 
@@ -100,6 +124,113 @@ class ProtocolPlane:
             ],
         )
 
+    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        """Triton's model configuration (model_config.proto as JSON): what perf_analyzer reads first.
+
+        `max_batch_size` is what one request may carry (MAX_IMAGES rows); the batches the batcher
+        forms are at most `preferred_batch_size` rows (the batch limit split among the runs in
+        flight, which are the instance group's `count`).
+        """
+        entry = self._entry(name, version)
+        card = entry.card
+        if card is None:
+            raise ModelNotReady(f"model {entry.name} has no card yet: {entry.reason or 'still loading'}")
+        s, spec = self.settings, card.input
+        on_gpu = entry.provider is not None and entry.provider != "CPUExecutionProvider"
+        return {
+            "name": entry.name,
+            "platform": PLATFORM,
+            "backend": BACKEND,
+            "version_policy": {"specific": {"versions": [card.version]}},
+            "max_batch_size": s.max_images,
+            "input": [
+                {
+                    "name": spec.name,
+                    "data_type": triton_type(codec.datatype_of(spec.dtype)),
+                    "format": "FORMAT_NHWC",
+                    "dims": [spec.height, spec.width, 3],
+                    "is_shape_tensor": False,
+                    "allow_ragged_batch": False,
+                    "optional": False,
+                }
+            ],
+            "output": [
+                {
+                    "name": o.name,
+                    "data_type": triton_type(codec.datatype_of(o.dtype)),
+                    "dims": list(o.shape[1:]),
+                    "label_filename": "",
+                    "is_shape_tensor": False,
+                }
+                for o in card.outputs
+            ],
+            "instance_group": [
+                {
+                    "name": entry.name,
+                    "kind": "KIND_GPU" if on_gpu else "KIND_CPU",
+                    "count": entry.runs,
+                    "gpus": [s.cuda_device_id] if on_gpu else [],
+                }
+            ],
+            "default_model_filename": MODEL_FILE,
+            "dynamic_batching": {
+                "preferred_batch_size": [entry.rows_per_run],
+                "max_queue_delay_microseconds": round(s.max_queue_delay_ms * 1e3),
+                "preserve_ordering": False,
+                "priority_levels": 0,
+                "default_priority_level": 0,
+                "default_queue_policy": {
+                    "timeout_action": "REJECT",
+                    "default_timeout_microseconds": round(s.request_timeout_ms * 1e3),
+                    "allow_timeout_override": True,
+                    "max_queue_size": s.max_queue_size,
+                },
+            },
+        }
+
+    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+        """Triton's statistics: of one model, or (no name) of every model being served."""
+        if name:
+            entries = [self._entry(name, version)]
+        else:
+            entries = [e for e in self.registry.entries.values() if e.state == "ready"]
+        return {"model_stats": [entry.metrics.stats.as_triton() for entry in entries]}
+
+    # -- the repository (admin keys: app.security) -----------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's index: each model with its version, state and why it is not ready."""
+        index = []
+        for entry in self.registry.entries.values():
+            if ready_only and entry.state != "ready":
+                continue
+            reason = "unloaded" if entry.state == "unloaded" else (entry.reason or "")
+            index.append(
+                {
+                    "name": entry.name,
+                    "version": "" if entry.version is None else str(entry.version),
+                    "state": _REPOSITORY_STATES[entry.state],
+                    "reason": reason,
+                }
+            )
+        return index
+
+    async def load(self, name: str, parameters: Parameters | None = None) -> ReloadResponse:
+        """Serve the newest version of `name` (Triton's load; a reload when it already serves)."""
+        if parameters:
+            raise BadRequest(
+                f"load parameters {sorted(parameters)[:5]} are not supported: the model's card is its configuration"
+            )
+        return await self._reloader().reload(name)
+
+    async def unload(self, name: str) -> None:
+        await self._reloader().unload(name)
+
+    def _reloader(self) -> ModelReloader:
+        if self.reloader is None:
+            raise ModelNotReady("the repository cannot be changed while the server starts")
+        return self.reloader
+
     def _entry(self, name: str, version: str | None) -> ModelEntry:
         """The model `name` (at `version`, when given). Raises 404."""
         entry = self.registry.entries.get(name)
@@ -111,11 +242,13 @@ class ProtocolPlane:
             )
         return entry
 
-    def _serving(self, name: str, version: str | None) -> tuple[ModelEntry, ModelCard]:
+    def serving(self, name: str, version: str | None) -> tuple[ModelEntry, ModelCard]:
         """The model, ready to infer. Raises 404, or 503 while it loads or after it failed."""
         entry = self._entry(name, version)
         if entry.state == "loading":
             raise ModelNotReady.loading(entry.name)
+        if entry.state == "unloaded":
+            raise ModelNotReady(unloaded_message(entry.name))
         if entry.state == "failed" or entry.batcher is None or entry.card is None:
             raise ModelNotReady(f"model {entry.name} failed to load: {entry.reason}")
         return entry, entry.card
@@ -127,28 +260,50 @@ class ProtocolPlane:
     ) -> EncodedResponse:
         """Run one inference request body (as received) and encode its answer."""
         started = time.monotonic()
-        entry, card = self._serving(name, version)
+        entry, card = self.serving(name, version)
         # Inflating and parsing up to MAX_BODY_BYTES of JSON takes long enough to stall the loop.
         parsed = await asyncio.to_thread(self._parse, card, body, header_length, encoding)
-        timeout_s = self.settings.request_timeout_ms / 1e3
-        requested = (parsed.request.parameters or {}).get("timeout")  # Triton's, in microseconds
-        if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
-            timeout_s = min(timeout_s, requested / 1e6)
-        outcome = await self.plane.run_rows(entry, parsed.rows, started + timeout_s)
-        outputs = [self._output(w, outcome.outputs[w.index], card) for w in parsed.wanted]
+        outputs = await self.run(entry, card, parsed, self.deadline(parsed.request, started))
         return await asyncio.to_thread(
             codec.encode_response, entry.name, str(card.version), parsed.request.id, outputs
         )
 
+    def deadline(self, request: InferenceRequest, started: float, remaining_s: float | None = None) -> float:
+        """When the request must be answered (monotonic seconds): REQUEST_TIMEOUT_MS from its
+        arrival, or sooner by its `timeout` parameter (Triton's, µs) or the caller's own deadline."""
+        timeout_s = self.settings.request_timeout_ms / 1e3
+        requested = (request.parameters or {}).get("timeout")
+        if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
+            timeout_s = min(timeout_s, requested / 1e6)
+        if remaining_s is not None:
+            timeout_s = min(timeout_s, max(0.0, remaining_s))
+        return started + timeout_s
+
+    async def run(
+        self, entry: ModelEntry, card: ModelCard, parsed: ParsedRequest, deadline: float
+    ) -> list[OutputTensor]:
+        """The request's rows through the model's batcher; the outputs it asked for."""
+        outcome = await self.plane.run_rows(entry, parsed.rows, deadline)
+        return [self._output(w, outcome.outputs[w.index], card) for w in parsed.wanted]
+
     def _parse(
         self, card: ModelCard, body: bytes, header_length: str | None, encoding: str | None
-    ) -> _Parsed:
+    ) -> ParsedRequest:
         body = codec.inflate(body, encoding, self.settings.max_body_bytes)
         request, tail = codec.split_body(body, header_length)
         self._check_inputs(card, request)
         wanted = self._wanted(card, request)  # before the data: a bad output name costs no conversion
         [raw] = codec.binary_parts(request.inputs, tail)
-        return _Parsed(request, codec.to_array(request.inputs[0], raw), wanted)
+        return ParsedRequest(request, codec.to_array(request.inputs[0], raw), wanted)
+
+    def parse_tensors(
+        self, card: ModelCard, request: InferenceRequest, raw: memoryview | None
+    ) -> ParsedRequest:
+        """A request whose input bytes came apart from it (gRPC's `raw_input_contents`), or None
+        where the values are in the request's `data`."""
+        self._check_inputs(card, request)
+        wanted = self._wanted(card, request)
+        return ParsedRequest(request, codec.to_array(request.inputs[0], raw), wanted)
 
     def _check_inputs(self, card: ModelCard, request: InferenceRequest) -> None:
         """One input, named as the card says, UINT8 [N, H, W, 3] with 1 ≤ N ≤ MAX_IMAGES."""

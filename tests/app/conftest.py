@@ -75,7 +75,7 @@ def serve(repository: Path, **overrides: Any) -> Iterator[RunningServer]:
 
 def model_names(repository: Path) -> dict[str, str]:
     """task → the name of the repository's model for that task."""
-    names = {}
+    names: dict[str, str] = {}
     for card_path in sorted(repository.glob("*/*/card.json")):
         card = ModelCard.read(card_path)
         names[card.task] = card.name

@@ -96,5 +96,5 @@ def test_request_past_its_deadline_answers_504_and_its_unrun_crops_are_dropped(
     assert response.json()["error"]["code"] == "deadline_exceeded"
     assert elapsed < 1.5
     labels = {"model": names["pose"], "version": "1"}
-    assert metric_value(text, "nv_inference_count_total", **labels) < 100
-    assert metric_value(text, "nv_inference_request_failure_total", reason="TIMEOUT", **labels) == 1
+    assert metric_value(text, "nv_inference_count", **labels) < 100
+    assert metric_value(text, "nv_inference_request_failure", reason="TIMEOUT", **labels) == 1

@@ -89,8 +89,8 @@ def test_session_failing_at_run_time_answers_500_for_its_batch_only_and_the_next
     def delta(name: str, **extra: str) -> float:
         return metric_value(text, name, **labels, **extra) - metric_value(before, name, **labels, **extra)
 
-    assert delta("nv_inference_request_failure_total", reason="BACKEND") == 2
-    assert delta("nv_inference_request_success_total") == 6
+    assert delta("nv_inference_request_failure", reason="BACKEND") == 2
+    assert delta("nv_inference_request_success") == 6
 
 
 # -- clients that go away ------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def _pending(client: httpx.Client, model: str) -> float:
 
 def _executions(source: httpx.Client | str, model: str) -> float:
     text = source if isinstance(source, str) else source.get("/metrics").text
-    return metric_value(text, "nv_inference_exec_count_total", model=model)
+    return metric_value(text, "nv_inference_exec_count", model=model)
 
 
 def test_client_disconnect_while_queued_frees_its_slot_and_its_batch_still_runs(
@@ -150,8 +150,8 @@ def test_client_disconnect_while_queued_frees_its_slot_and_its_batch_still_runs(
         time.sleep(0.3)
         text = client.get("/metrics").text
     assert pending_after_close <= pending_before_close - 8
-    ran = metric_value(text, "nv_inference_count_total", **labels) - metric_value(
-        before, "nv_inference_count_total", **labels
+    ran = metric_value(text, "nv_inference_count", **labels) - metric_value(
+        before, "nv_inference_count", **labels
     )
     assert ran == 100 + 1  # the 8 crops of the request whose client went away never ran
 

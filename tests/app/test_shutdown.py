@@ -29,12 +29,12 @@ def start_work(
 ) -> list[Future[httpx.Response]]:
     """Send requests and return once the first batch runs (the rest is queued)."""
     with app.client() as client:
-        before = metric_value(client.get("/metrics").text, "nv_inference_exec_count_total", model=model)
+        before = metric_value(client.get("/metrics").text, "nv_inference_exec_count", model=model)
         futures = [pool.submit(pose, app, boxes) for _ in range(requests)]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             text = client.get("/metrics").text
-            if metric_value(text, "nv_inference_exec_count_total", model=model) > before:
+            if metric_value(text, "nv_inference_exec_count", model=model) > before:
                 break
             time.sleep(0.01)
     return futures

@@ -101,3 +101,91 @@ def write_classifier(repository: Path, name: str = "tiny", version: int = 1) -> 
 def favourite_class(version: int) -> str:
     """The label a version ranks first for a grey image."""
     return LABELS[version % len(LABELS)]
+
+
+DETECTOR_SIZE = 64
+DETECTOR_LABELS = ["person", "dog", "cat"]
+# Five anchors' boxes in input pixels: two overlapping people (IoU 0.82), a dog (and a faint cat)
+# in one box, a third person apart, and a fourth too faint for mmpose's person threshold (0.3).
+DETECTOR_BOXES = np.array(
+    [[8, 8, 40, 56], [10, 10, 42, 58], [30, 4, 60, 30], [44, 30, 62, 62], [0, 40, 20, 62]], np.float32
+)
+# Class scores of a white image; they scale with the image's mean brightness (black: nothing).
+DETECTOR_SCORES = np.array(
+    [[0.9, 0.01, 0.0], [0.8, 0.0, 0.0], [0.0, 0.7, 0.05], [0.6, 0.0, 0.0], [0.25, 0.0, 0.0]], np.float32
+)
+
+
+def _detector_graph() -> onnx.ModelProto:
+    anchors, classes = DETECTOR_SCORES.shape
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["pixels", "all_axes"], ["mean"], keepdims=0),
+        helper.make_node("Div", ["mean", "white"], ["brightness"]),
+        helper.make_node("Reshape", ["brightness", "column"], ["per_image"]),
+        helper.make_node("Mul", ["per_image", "base_scores"], ["scores"]),
+        helper.make_node("Mul", ["per_image", "zero_boxes"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "anchor_boxes"], ["boxes"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "all_axes"),
+        numpy_helper.from_array(np.array(255.0, np.float32), "white"),
+        numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "column"),
+        numpy_helper.from_array(DETECTOR_SCORES[None], "base_scores"),
+        numpy_helper.from_array(np.zeros((1, anchors, 4), np.float32), "zero_boxes"),
+        numpy_helper.from_array(DETECTOR_BOXES[None], "anchor_boxes"),
+    ]
+    size = DETECTOR_SIZE
+    graph = helper.make_graph(
+        nodes,
+        "tiny-detector",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", size, size, 3])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", anchors, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", anchors, classes]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_detector(repository: Path, name: str = "tiny-detector", version: int = 1) -> Path:
+    """A detector of fixed boxes whose scores follow the image's brightness; returns its folder."""
+    from contract.card import Detection
+
+    folder = repository / name / str(version)
+    folder.mkdir(parents=True)
+    onnx.save(_detector_graph(), folder / MODEL_FILE)
+    anchors, classes = DETECTOR_SCORES.shape
+    card = ModelCard(
+        name=name,
+        version=version,
+        task="detection",
+        recipe="tiny",
+        dataset="none",
+        input=InputSpec(height=DETECTOR_SIZE, width=DETECTOR_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        outputs=[
+            OutputSpec(name="boxes", dtype="float32", shape=[-1, anchors, 4]),
+            OutputSpec(name="scores", dtype="float32", shape=[-1, anchors, classes]),
+        ],
+        preprocess=Preprocess(keep_ratio=False),
+        labels=DETECTOR_LABELS,
+        detection=Detection(
+            score_threshold=0.02,
+            iou_threshold=0.45,
+            max_detections=200,
+            pre_nms_top_k=1000,
+            level_anchors=[anchors],
+        ),
+        weights=Weights(source="random-init", note="a test graph"),
+        parameters=0,
+        parity=Parity(metric="max_abs_diff", value=0.0, tolerance=0.0, images=0),
+        opset=18,
+        created="2026-01-01T00:00:00+00:00",
+        onnx_sha256=sha256_file(folder / MODEL_FILE),
+    )
+    (folder / CARD_FILE).write_text(card.to_json())
+    return folder

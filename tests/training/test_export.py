@@ -39,9 +39,10 @@ def test_every_recipe_exports_with_parity_and_a_truthful_card(name: str, tmp_pat
     (graph_input,) = session.get_inputs()
     assert graph_input.type == "tensor(uint8)"
     assert graph_input.shape[1:] == [*recipe.input_size, 3] and not isinstance(graph_input.shape[0], int)
-    (graph_output,) = session.get_outputs()
-    assert graph_output.name == card.outputs[0].name
-    assert graph_output.shape[1:] == card.outputs[0].shape[1:]
+    graph_outputs = session.get_outputs()
+    assert [o.name for o in graph_outputs] == [o.name for o in card.outputs]
+    for graph_output, declared in zip(graph_outputs, card.outputs, strict=True):
+        assert graph_output.shape[1:] == declared.shape[1:]
 
     # The batch axis is dynamic, and a batch answers as its images do one by one.
     images = export.parity_images(recipe, n=2, seed=1)
@@ -80,3 +81,27 @@ def test_cli_exports_successive_versions(tmp_path: Path) -> None:
 def test_cli_names_an_unknown_recipe(capsys: pytest.CaptureFixture[str]) -> None:
     assert training_cli(["export", "resnet50", "--out", "unused"]) == 2
     assert "unknown recipe 'resnet50'" in capsys.readouterr().err
+
+
+def test_detector_exports_boxes_and_scores_with_dynamic_batch(tmp_path: Path) -> None:
+    """A 64×64 SSDLite (the same network, fewer anchors) so the test stays fast."""
+    import dataclasses
+
+    recipe = dataclasses.replace(
+        get_recipe("ssdlite_mobilenetv2-scratch_8xb24-600e_coco"), input_size=(64, 64)
+    )
+    folder = export.export_model(recipe.build(), recipe, tmp_path, RANDOM)
+    card = ModelCard.read(folder / CARD_FILE)
+    assert card.task == "detection" and len(card.labels) == 80 and card.labels[0] == "person"
+    assert [o.name for o in card.outputs] == ["boxes", "scores"]
+    assert card.detection is not None and sum(card.detection.level_anchors) == card.outputs[0].shape[1]
+    assert (card.detection.score_threshold, card.detection.iou_threshold) == (0.02, 0.45)
+    assert card.parity.value <= card.parity.tolerance
+    session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
+    images = export.parity_images(recipe, n=3, seed=2)
+    boxes, scores = session.run(None, {"image": images})
+    assert boxes.shape == (3, *card.outputs[0].shape[1:]) and scores.shape == (3, *card.outputs[1].shape[1:])
+    one_boxes, one_scores = session.run(None, {"image": images[1:2]})
+    np.testing.assert_allclose(one_boxes[0], boxes[1], atol=1e-3)
+    np.testing.assert_allclose(one_scores[0], scores[1], atol=1e-5)
+    assert boxes.min() >= 0 and boxes.max() <= 64

@@ -28,3 +28,26 @@ def test_fp16_copy_keeps_inputs_outputs_and_answers(model_repository: Path, tmp_
     assert target.stat().st_size < 0.6 * source.stat().st_size
     images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     assert measure_parity(source, target, images)["probabilities"] < 1e-3
+
+
+def test_export_fp16_writes_a_float16_model_whose_card_says_so(tmp_path: Path) -> None:
+    """`python -m training export --fp16`: half the weights' bytes, parity measured under its tolerance."""
+    import subprocess
+    import sys
+
+    from contract.card import ModelCard
+
+    recipe = "mobilenet-v2_8xb32_in1k"
+    for flags in ([], ["--fp16"]):
+        subprocess.run(
+            [sys.executable, "-m", "training", "export", recipe, "--out", str(tmp_path), *flags],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    full, half = (ModelCard.read(tmp_path / recipe / v / "card.json") for v in ("1", "2"))
+    assert (full.precision, half.precision) == ("float32", "float16")
+    assert half.parity.tolerance > full.parity.tolerance
+    assert half.parity.value <= half.parity.tolerance
+    sizes = [(tmp_path / recipe / v / "model.onnx").stat().st_size for v in ("1", "2")]
+    assert sizes[1] < 0.6 * sizes[0]

@@ -103,5 +103,5 @@ class Exported(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.model.predict(images)  # type: ignore[operator]

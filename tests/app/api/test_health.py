@@ -35,11 +35,11 @@ def test_metrics_count_requests_inferences_and_batches_under_triton_names(
     def delta(name: str, **labels: str) -> float:
         return metric_value(text, name, **labels) - metric_value(before, name, **labels)
 
-    assert delta("nv_inference_request_success_total", **model) == 1
-    assert delta("nv_inference_count_total", **model) == 3
-    assert delta("nv_inference_exec_count_total", **model) >= 1
-    assert delta("nv_inference_queue_duration_us_total", **model) >= 0
-    assert delta("nv_inference_compute_infer_duration_us_total", **model) > 0
+    assert delta("nv_inference_request_success", **model) == 1
+    assert delta("nv_inference_count", **model) == 3
+    assert delta("nv_inference_exec_count", **model) >= 1
+    assert delta("nv_inference_queue_duration_us", **model) >= 0
+    assert delta("nv_inference_compute_infer_duration_us", **model) > 0
     assert delta("inference_batch_size_sum", **model) == 3
     assert delta("inference_queue_duration_seconds_count", **model) >= 1
     assert delta("inference_compute_duration_seconds_count", **model) >= 1

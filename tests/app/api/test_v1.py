@@ -283,7 +283,7 @@ def test_pose_flip_test_runs_a_mirrored_crop_per_person_and_averages_their_heatm
         )
         text = client.get("/metrics").text
     assert response.status_code == 200, response.text
-    assert metric_value(text, "nv_inference_count_total", model=names["pose"]) == 2 * len(boxes)
+    assert metric_value(text, "nv_inference_count", model=names["pose"]) == 2 * len(boxes)
 
     crops = np.zeros((2 * len(boxes), card.input.height, card.input.width, 3), np.uint8)
     where = pose.crop_people(image, np.array(boxes, float), card, crops, flip=True)

@@ -242,9 +242,9 @@ def test_a_batch_of_n_images_takes_n_slots_and_answers_in_order(
     images = [encode(scene(300 + 40 * i, 280, 30 + i)) for i in range(6)]  # more than MAX_BATCH_SIZE=4
     batch = np.concatenate([classification_tensor(data, card) for data in images])
     labels = {"model": card.name, "version": "1"}
-    before = metric_value(client.get("/metrics").text, "nv_inference_count_total", **labels)
+    before = metric_value(client.get("/metrics").text, "nv_inference_count", **labels)
     probabilities = infer(client_v2, card.name, batch, "probabilities", True).as_numpy("probabilities")
-    after = metric_value(client.get("/metrics").text, "nv_inference_count_total", **labels)
+    after = metric_value(client.get("/metrics").text, "nv_inference_count", **labels)
     assert after - before == len(images)
     assert probabilities is not None and probabilities.shape == (len(images), len(card.labels))
     for row, data in zip(probabilities, images, strict=True):
@@ -455,3 +455,109 @@ def test_openapi_documents_the_v2_routes(client: httpx.Client) -> None:
         assert path in paths
     body = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
     assert "inputs" in body["application/json"]["schema"]["properties"]
+
+
+# -- Triton's extensions: model configuration, statistics, metric names ---------------------------------
+
+
+def test_model_config_is_tritons_json_for_each_model(
+    client_v2: triton.InferenceServerClient,
+    server: RunningServer,
+    model_repository: Path,
+    names: dict[str, str],
+) -> None:
+    settings = server.settings
+    for name in names.values():
+        card, _ = read_card(model_repository, name)
+        config = client_v2.get_model_config(name)
+        assert config == client_v2.get_model_config(name, "1")
+        assert (config["name"], config["platform"], config["backend"]) == (
+            name,
+            "onnxruntime_onnx",
+            "onnxruntime",
+        )
+        assert config["max_batch_size"] == settings.max_images
+        assert config["input"][0] | {"dims": None} == {
+            "name": "image",
+            "data_type": "TYPE_UINT8",
+            "format": "FORMAT_NHWC",
+            "dims": None,
+            "is_shape_tensor": False,
+            "allow_ragged_batch": False,
+            "optional": False,
+        }
+        assert config["input"][0]["dims"] == [card.input.height, card.input.width, 3]  # no batch axis
+        assert [(o["name"], o["dims"]) for o in config["output"]] == [
+            (o.name, o.shape[1:]) for o in card.outputs
+        ]
+        batching = config["dynamic_batching"]
+        assert batching["max_queue_delay_microseconds"] == round(settings.max_queue_delay_ms * 1000)
+        assert batching["default_queue_policy"]["max_queue_size"] == settings.max_queue_size
+        assert 1 <= batching["preferred_batch_size"][0] <= settings.max_batch_size
+    classifier = client_v2.get_model_config(names["classification"])
+    assert classifier["output"][0] | {"dims": [1000]} == classifier["output"][0]
+    assert classifier["output"][0]["data_type"] == "TYPE_FP32"
+
+
+def test_model_config_of_an_unknown_model_or_version_is_404(
+    client: httpx.Client, names: dict[str, str]
+) -> None:
+    expect_error(client.get("/v2/models/resnet-50/config"), 404, "unknown model")
+    expect_error(client.get(f"/v2/models/{names['pose']}/versions/2/config"), 404, "no version")
+
+
+def test_statistics_count_each_request_its_rows_and_its_batches(
+    client_v2: triton.InferenceServerClient, names: dict[str, str]
+) -> None:
+    name = names["classification"]
+    [before] = client_v2.get_inference_statistics(name)["model_stats"]
+    tensor = np.zeros((3, 224, 224, 3), np.uint8)
+    infer(client_v2, name, tensor, "probabilities", binary=True)
+    infer(client_v2, name, tensor[:1], "probabilities", binary=True)
+    [after] = client_v2.get_inference_statistics(name, "1")["model_stats"]
+    assert (after["name"], after["version"]) == (name, "1")
+    assert after["inference_count"] - before["inference_count"] == 4
+    stats, earlier = after["inference_stats"], before["inference_stats"]
+    assert stats["success"]["count"] - earlier["success"]["count"] == 2
+    assert stats["success"]["ns"] > earlier["success"]["ns"]
+    assert stats["compute_infer"]["ns"] > earlier["compute_infer"]["ns"]
+    assert after["execution_count"] - before["execution_count"] >= 2
+    assert sum(b["compute_infer"]["count"] for b in after["batch_stats"]) == after["execution_count"]
+    assert after["last_inference"] > 0  # ms since the epoch
+    every = client_v2.get_inference_statistics()["model_stats"]
+    assert {s["name"] for s in every} == set(names.values())
+
+
+def test_a_failed_request_is_counted_as_a_failure(
+    client_v2: triton.InferenceServerClient, names: dict[str, str]
+) -> None:
+    name = names["classification"]
+    [before] = client_v2.get_inference_statistics(name)["model_stats"]
+    with pytest.raises(InferenceServerException):
+        infer(client_v2, name, np.zeros((1, 224, 224, 3), np.uint8), "probabilities", binary=True, timeout=1)
+    [after] = client_v2.get_inference_statistics(name)["model_stats"]
+    assert after["inference_stats"]["fail"]["count"] == before["inference_stats"]["fail"]["count"] + 1
+
+
+def test_metrics_carry_tritons_names_types_and_labels(client: httpx.Client, names: dict[str, str]) -> None:
+    name = names["classification"]
+    client.post("/v1/classify", content=encode(scene(64, 48)), headers=PNG)
+    text = client.get("/metrics").text
+    lines = text.splitlines()
+    for metric in (
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+    ):
+        assert f"# TYPE {metric} counter" in lines
+        assert f"{metric}_total" not in text and f"{metric}_created" not in text
+    assert metric_value(text, "nv_inference_request_success", model=name, version="1") >= 1
+    assert any(
+        line.startswith(f'nv_inference_request_success{{model="{name}",version="1"}} ') for line in lines
+    )
+    assert f'nv_inference_request_failure{{model="{name}",reason="REJECTED",version="1"}} ' in text
+    assert "# TYPE nv_inference_pending_request_count gauge" in lines

@@ -1,0 +1,76 @@
+"""/v1/pose without boxes finds its people with the loaded detector (mmpose's top-down demo)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.app.conftest import RunningServer, encode, serve
+from tests.app.tiny_models import write_detector
+
+
+@pytest.fixture(scope="module")
+def pose_and_detector(
+    model_repository: Path, names: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    repository = tmp_path_factory.mktemp("pose-and-detector")
+    shutil.copytree(model_repository / names["pose"], repository / names["pose"])
+    write_detector(repository)
+    with serve(
+        repository, default_pose_model=names["pose"], default_detection_model="tiny-detector"
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def http(pose_and_detector: RunningServer) -> Iterator[httpx.Client]:
+    with pose_and_detector.client() as client:
+        yield client
+
+
+def _scene(value: int) -> bytes:
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(value, 8, (64, 128, 3)), 0, 255).astype(np.uint8)
+    return encode(image)
+
+
+def test_pose_without_boxes_crops_the_people_the_detector_finds(http: httpx.Client) -> None:
+    image = _scene(250)
+    response = http.post("/v1/pose", files={"file": ("a.png", image, "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["boxes"], body["detector"]) == ("detector", "tiny-detector")
+    # Persons above 0.3 after NMS: the 0.8 twin is suppressed, the 0.25 one is too faint.
+    boxes = [p["box"] for p in body["people"]]
+    scale = 250 / 255  # the tiny detector's scores follow the mean brightness
+    assert [p["box_score"] for p in body["people"]] == pytest.approx([0.9 * scale, 0.6 * scale], abs=0.01)
+    np.testing.assert_allclose(boxes, [[16, 8, 80, 56], [88, 30, 124, 62]], atol=1e-4)
+    assert all(len(p["keypoints"]) == 17 for p in body["people"])
+
+    # The same boxes sent by the client give the same keypoints: the pose model ran on those crops.
+    given = http.post(
+        "/v1/pose", files={"file": ("a.png", image, "image/png")}, data={"boxes": json.dumps(boxes)}
+    ).json()
+    assert (given["boxes"], given["detector"]) == ("request", None)
+    assert all(p["box_score"] is None for p in given["people"])
+    for found, sent in zip(body["people"], given["people"], strict=True):
+        assert [k["x"] for k in found["keypoints"]] == pytest.approx([k["x"] for k in sent["keypoints"]])
+
+
+def test_no_person_detected_answers_nobody(http: httpx.Client) -> None:
+    body = http.post("/v1/pose", files={"file": ("a.png", _scene(0), "image/png")}).json()
+    assert (body["boxes"], body["people"]) == ("detector", [])
+    assert body["image"] == {"width": 128, "height": 64}
+
+
+def test_detect_false_takes_the_whole_image_even_with_a_detector_loaded(http: httpx.Client) -> None:
+    response = http.post("/v1/pose?detect=false", files={"file": ("a.png", _scene(250), "image/png")})
+    body = response.json()
+    assert (body["boxes"], body["detector"]) == ("whole_image", None)
+    assert [p["box"] for p in body["people"]] == [[0.0, 0.0, 128.0, 64.0]]
