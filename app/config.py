@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         description="try the TensorRT execution provider before CUDA; engines are built at warm-up (untested on a GPU)",
     )
     trt_engine_cache: Path = Field(
-        default=Path("trt-cache"),
+        default=Path("/tmp/trt-cache"),  # writable by any uid, also under a read-only root
         description="folder where TensorRT keeps its built engines across restarts (with TENSORRT=true)",
     )
     trt_fp16: bool = Field(default=False, description="let TensorRT run in float16 (with TENSORRT=true)")
