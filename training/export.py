@@ -256,7 +256,7 @@ def _card(
         palette=recipe.palette() if recipe.palette else None,
         skeleton=list(recipe.skeleton) if recipe.skeleton else None,
         flip_indices=list(recipe.flip_indices) if recipe.flip_indices else None,
-        detection=_detection(recipe) if recipe.task == "detection" else None,
+        detection=detection_settings(recipe) if recipe.task == "detection" else None,
         weights=weights,
         published_metrics=recipe.published,
         measured_metrics=measured,
@@ -268,13 +268,16 @@ def _card(
     )
 
 
-def _detection(recipe: Recipe) -> Detection:
+def detection_settings(recipe: Recipe) -> Detection:
+    """The card's detection block: the recipe's test_cfg and the anchors per feature level."""
     from training.nets.ssdlite import level_anchor_counts
 
+    test = recipe.detection_test
+    assert test is not None, f"{recipe.name} is not a detection recipe"
     return Detection(
-        score_threshold=recipe.extra["score_threshold"],
-        iou_threshold=recipe.extra["iou_threshold"],
-        max_detections=int(recipe.extra["max_per_image"]),
-        pre_nms_top_k=int(recipe.extra["pre_nms_top_k"]),
+        score_threshold=test.score_threshold,
+        iou_threshold=test.iou_threshold,
+        max_detections=test.max_per_image,
+        pre_nms_top_k=test.pre_nms_top_k,
         level_anchors=level_anchor_counts(recipe.input_size),
     )

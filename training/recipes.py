@@ -8,7 +8,7 @@ registry: `RECIPES`, `get_recipe()`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
@@ -54,6 +54,16 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class DetectionTest:
+    """mmdet's `test_cfg` of a detection config: what the service keeps of the raw boxes."""
+
+    score_threshold: float
+    iou_threshold: float
+    max_per_image: int
+    pre_nms_top_k: int  # per feature level, before NMS
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     task: Task
@@ -65,7 +75,6 @@ class Recipe:
     published: dict[str, float]
     labels: Callable[[], list[str]]
     checkpoint_url: str | None = None
-    checkpoint_note: str = ""
     palette: Callable[[], list[tuple[int, int, int]]] | None = None
     skeleton: tuple[tuple[int, int], ...] | None = None
     flip_indices: tuple[int, ...] | None = None
@@ -73,8 +82,7 @@ class Recipe:
     seg_scale: tuple[int, int] | None = None  # segmentation: mmseg's (w, h) scale of resize
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    config_url: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
+    detection_test: DetectionTest | None = None  # detection: the config's test_cfg
 
     @property
     def heatmap_size(self) -> tuple[int, int] | None:
@@ -139,7 +147,6 @@ def _seg_head(head: Head, num_classes: int) -> nn.Module:
 
 _MMSEG = "https://download.openmmlab.com/mmsegmentation/v0.5/mobilenet_v2"
 _MMPOSE = "https://download.openmmlab.com/mmpose"
-_CFG = "https://github.com/open-mmlab/{repo}/blob/main/configs/{path}.py"
 
 CLASSIFIER = Recipe(
     name="mobilenet-v2_8xb32_in1k",
@@ -153,7 +160,6 @@ CLASSIFIER = Recipe(
     labels=labels.imagenet1k_classes,
     checkpoint_url="https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/"
     "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth",
-    config_url=_CFG.format(repo="mmpretrain", path="mobilenet_v2/mobilenet-v2_8xb32_in1k"),
 )
 
 # (head, published Cityscapes mIoU, checkpoint file, published ADE20K mIoU, checkpoint file)
@@ -212,9 +218,7 @@ def _segmentation_recipes() -> list[Recipe]:
                 palette=labels.cityscapes_palette,
                 checkpoint_url=f"{_MMSEG}/{city_ckpt}",
                 # The FCN row's metafile now links a 2023 retrain that measures 71.19 mIoU.
-                checkpoint_note="retrained checkpoint: mIoU 71.19" if head == "fcn" else "",
                 seg_scale=(2048, 1024),
-                config_url=_CFG.format(repo="mmsegmentation", path=f"mobilenet_v2/{city}"),
             )
         )
         recipes.append(
@@ -233,7 +237,6 @@ def _segmentation_recipes() -> list[Recipe]:
                 palette=labels.ade20k_palette,
                 checkpoint_url=f"{_MMSEG}/{ade_ckpt}",
                 seg_scale=(2048, 512),
-                config_url=_CFG.format(repo="mmsegmentation", path=f"mobilenet_v2/{ade}"),
             )
         )
     return recipes
@@ -259,7 +262,6 @@ def _pose_recipe(dataset: Literal["coco", "mpii"], size: tuple[int, int], metric
         flip_indices=tuple(labels.COCO_FLIP_INDICES if coco else labels.MPII_FLIP_INDICES),
         sigma=3.0 if h == 384 else 2.0,
         checkpoint_url=f"{_MMPOSE}/{ckpt}",
-        config_url=_CFG.format(repo="mmpose", path=f"body_2d_keypoint/topdown_heatmap/{dataset}/{name}"),
     )
 
 
@@ -301,9 +303,10 @@ DETECTOR = Recipe(
     labels=labels.coco80_classes,
     checkpoint_url=f"{_MMDET}/ssd/ssdlite_mobilenetv2_scratch_600e_coco/"
     "ssdlite_mobilenetv2_scratch_600e_coco_20210629_110627-974d9307.pth",
-    config_url=_CFG.format(repo="mmdetection", path="ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco"),
     # test_cfg: nms_pre 1000 per level, score_thr 0.02, NMS IoU 0.45 per class, max_per_img 200.
-    extra={"score_threshold": 0.02, "iou_threshold": 0.45, "max_per_image": 200, "pre_nms_top_k": 1000},
+    detection_test=DetectionTest(
+        score_threshold=0.02, iou_threshold=0.45, max_per_image=200, pre_nms_top_k=1000
+    ),
 )
 
 

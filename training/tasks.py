@@ -265,19 +265,11 @@ class DetectionAdapter:
         return int(batch["image"].shape[0])
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        from contract.card import Detection
         from contract.tasks.detection import Thresholds, postprocess
-        from training.nets.ssdlite import level_anchor_counts
+        from training.export import detection_settings
 
-        extra = self.recipe.extra
         h, w = self.recipe.input_size
-        settings = Detection(
-            score_threshold=extra["score_threshold"],
-            iou_threshold=extra["iou_threshold"],
-            max_detections=int(extra["max_per_image"]),
-            pre_nms_top_k=int(extra["pre_nms_top_k"]),
-            level_anchors=level_anchor_counts((h, w)),
-        )
+        settings = detection_settings(self.recipe)
         limits = Thresholds(settings.score_threshold, settings.iou_threshold, settings.max_detections)
         dataset = self._dataset("val", train=False)
         results: list[dict[str, Any]] = []
