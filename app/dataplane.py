@@ -67,10 +67,14 @@ class ImageAnswer:
     """An answer that is an image (a mask PNG or an overlay), with what the JSON would carry."""
 
     content: bytes
-    media_type: str
+    output: ImageFormat  # png or jpeg
     model: str
     version: int
     timing: Timing
+
+    @property
+    def media_type(self) -> str:
+        return "image/jpeg" if self.output == "jpeg" else "image/png"
 
     def headers(self) -> dict[str, str]:
         t = self.timing
@@ -269,8 +273,7 @@ class DataPlane:
                 content = await self._in_pool(
                     clock.deadline, pipeline.image, masks[0], prepared[0], overlay, output, answer=True
                 )
-                media_type = "image/jpeg" if output == "jpeg" else "image/png"
-                return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
+                return ImageAnswer(content, output, entry.name, card.version, clock.timing(outcome))
             results = await asyncio.gather(
                 *(
                     self._in_pool(clock.deadline, pipeline.answer, mask, one, answer=True)
@@ -318,8 +321,7 @@ class DataPlane:
                 content = await self._in_pool(
                     clock.deadline, pipeline.image, results[0].objects, prepared[0], output, answer=True
                 )
-                media_type = "image/jpeg" if output == "jpeg" else "image/png"
-                return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
+                return ImageAnswer(content, output, entry.name, card.version, clock.timing(outcome))
         return DetectResponse(
             model=entry.name, version=card.version, results=results, timing=clock.timing(outcome)
         )
@@ -376,8 +378,7 @@ class DataPlane:
                 content = await self._in_pool(
                     clock.deadline, pipeline.image, decoded, found, output, answer=True
                 )
-                media_type = "image/jpeg" if output == "jpeg" else "image/png"
-                return ImageAnswer(content, media_type, entry.name, card.version, clock.timing(outcome))
+                return ImageAnswer(content, output, entry.name, card.version, clock.timing(outcome))
         return PoseResponse(
             model=entry.name,
             version=card.version,

@@ -142,3 +142,13 @@ def server(model_repository: Path) -> Iterator[RunningServer]:
 def client(server: RunningServer) -> Iterator[httpx.Client]:
     with server.client() as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository of one tiny classifier, for servers started with bounds of their own."""
+    from tests.app.tiny_models import write_classifier
+
+    repository = tmp_path_factory.mktemp("tiny-repository")
+    write_classifier(repository, "tiny", 1)
+    return repository

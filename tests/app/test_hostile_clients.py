@@ -135,13 +135,6 @@ def status_and_body(answer: bytes) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repository = tmp_path_factory.mktemp("tiny-repository")
-    write_classifier(repository, "tiny", 1)
-    return repository
-
-
-@pytest.fixture(scope="module")
 def strict_server(tiny_repository: Path) -> Iterator[RunningServer]:
     """Small bounds, so that what takes the defaults 10 and 30 s takes 1 and 2 s here."""
     with serve(

@@ -19,7 +19,7 @@ import pytest
 
 from tests.app.conftest import RunningServer, encode, metric_value, png_claiming, scene, serve
 from tests.app.processes import AppProcess, run_app
-from tests.app.tiny_models import FAIL_FROM, write_classifier
+from tests.app.tiny_models import FAIL_FROM
 
 PNG = {"content-type": "image/png"}
 
@@ -42,13 +42,6 @@ def read_status(sock: socket.socket, timeout: float = 10.0) -> tuple[int, bytes]
             break
         data += chunk
     return int(data.split(b" ", 2)[1]), data
-
-
-@pytest.fixture(scope="module")
-def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repository = tmp_path_factory.mktemp("tiny-repository")
-    write_classifier(repository, "tiny", 1)
-    return repository
 
 
 # -- a model that fails at run time --------------------------------------------------------------

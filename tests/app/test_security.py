@@ -12,7 +12,6 @@ import pytest
 from app.config import Settings
 from app.security import KeySet
 from tests.app.conftest import RunningServer, encode, serve
-from tests.app.tiny_models import write_classifier
 
 PNG = {"content-type": "image/png"}
 IMAGE = encode(np.full((40, 40, 3), 20, np.uint8))
@@ -21,13 +20,6 @@ USER, ADMIN = "user-key-0123", "admin-key-4567"
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture(scope="module")
-def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repository = tmp_path_factory.mktemp("tiny-repository")
-    write_classifier(repository, "tiny", 1)
-    return repository
 
 
 @pytest.fixture(scope="module")
