@@ -85,7 +85,9 @@ class Detection(_Frozen):
 class Weights(_Frozen):
     """Where the exported weights came from, so a card never overstates what a model can do."""
 
-    source: Literal["random-init", "openmmlab", "torchvision", "trained"]
+    # openmmlab / torchvision: the file proved (by its hash) to be a published release; trained: a
+    # training run of this project; imported: any other checkpoint file, of unknown training.
+    source: Literal["random-init", "openmmlab", "torchvision", "trained", "imported"]
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     trained_on: str | None = Field(default=None, description="data set the weights were trained on")

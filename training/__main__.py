@@ -52,20 +52,19 @@ def _cmd_summary(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from contract.card import Weights
-    from training.checkpoints import load_checkpoint
+    from training.checkpoints import load_checkpoint, provenance, run_metadata
+    from training.data.classes import recipe_for_run
     from training.export import export_model
 
     for name in args.recipe:
-        recipe = get_recipe(name)
+        recipe = get_recipe(name).at_test_scale() if args.test_scale else get_recipe(name)
+        if args.checkpoint:
+            recipe = recipe_for_run(recipe, run_metadata(args.checkpoint))
         model = recipe.build()
         if args.checkpoint:
-            digest, layout = load_checkpoint(model, args.checkpoint)
-            weights = Weights(
-                source=layout,
-                checkpoint=args.checkpoint,
-                checkpoint_sha256=digest,
-                trained_on=recipe.dataset if layout == "openmmlab" else "imagenet-1k",
-            )
+            loaded = load_checkpoint(model, args.checkpoint, recipe.releases)
+            weights = provenance(loaded, recipe, args.checkpoint)
+            print(f"{recipe.name}: weights {weights.source} ({weights.note})")
         else:
             weights = Weights(
                 source="random-init", note="freshly initialised weights: predictions are meaningless"
@@ -102,10 +101,11 @@ def _size(text: str) -> tuple[int, int]:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from contract.card import Weights
+    from training.data.classes import recipe_for_data
     from training.engine import TrainOptions, train
     from training.export import export_model
 
-    recipe = get_recipe(args.recipe)
+    recipe = recipe_for_data(get_recipe(args.recipe), Path(args.data))
     options = TrainOptions(
         data=Path(args.data),
         run_dir=Path(args.run_dir or f"runs/{recipe.name}"),
@@ -137,19 +137,27 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    import torch
-
+    from training.data.classes import recipe_for_data
     from training.engine import evaluate
 
-    recipe = get_recipe(args.recipe)
-    model = recipe.build()
+    if not args.checkpoint and not args.random_weights:
+        raise ValueError(
+            "evaluate needs --checkpoint (a run's latest.pth, a released checkpoint's URL or path); "
+            "--random-weights evaluates a freshly initialised network on purpose"
+        )
+    recipe = recipe_for_data(get_recipe(args.recipe), Path(args.data))
     if args.checkpoint:
-        from training.checkpoints import load_checkpoint, load_strict
+        from training.checkpoints import load_checkpoint, provenance, run_metadata
+        from training.data.classes import recipe_for_run
 
-        if args.checkpoint.endswith("latest.pth") and Path(args.checkpoint).is_file():
-            load_strict(model, torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
-        else:
-            load_checkpoint(model, args.checkpoint)
+        recipe = recipe_for_run(recipe, run_metadata(args.checkpoint))
+        model = recipe.build()
+        weights = provenance(
+            load_checkpoint(model, args.checkpoint, recipe.releases), recipe, args.checkpoint
+        )
+        print(f"evaluating {weights.source} weights ({weights.note})")
+    else:
+        model = recipe.build()
     metrics = evaluate(recipe, model, Path(args.data), args.device)
     rows = [
         (k, f"{v:g}", f"{recipe.published[k]:g}" if k in recipe.published else "") for k, v in metrics.items()
@@ -192,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="float16 weights and arithmetic (for GPUs), checked against PyTorch under a looser tolerance",
     )
+    p.add_argument(
+        "--test-scale",
+        action="store_true",
+        help="segmentation: the graph takes the row's test scale (Cityscapes 1024x2048, where the "
+        "table's mIoU is measured) instead of the training crop",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a recipe on a data set in its users' layout, evaluate, export")
@@ -223,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--data", required=True)
     p.add_argument("--checkpoint", help="a run's latest.pth, or an OpenMMLab/torchvision checkpoint")
+    p.add_argument(
+        "--random-weights", action="store_true", help="evaluate freshly initialised weights (a baseline)"
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -264,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (KeyError, ValueError, RuntimeError) as exc:
+    except (KeyError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

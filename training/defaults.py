@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contract.card import Weights
-from training.checkpoints import CheckpointError, fetch, load_checkpoint
+from training.checkpoints import CheckpointError, fetch, load_checkpoint, provenance
+from training.data.classes import recipe_for_data
 from training.recipes import DEFAULT_RECIPES, Recipe, Schedule, get_recipe
 
 if TYPE_CHECKING:
@@ -136,8 +137,7 @@ PLANS: dict[str, SyntheticPlan] = {
 def synthetic_recipe(recipe: Recipe, data: Path) -> Recipe:
     """The recipe as trained on synthetic data: same network, input and data layout; synthetic labels."""
     if recipe.task == "classification":
-        classes = (data / "classes.txt").read_text(encoding="utf-8").split()
-        return replace(recipe, num_outputs=len(classes), labels=lambda: list(classes))
+        return recipe_for_data(recipe, data)
     if recipe.task == "segmentation":
         from training.data.synthetic import segmentation_class_styles
 
@@ -162,21 +162,15 @@ def _released(recipe: Recipe, out: Path) -> Path | None:
     if not recipe.checkpoint_url:
         return None
     try:
-        fetch(recipe.checkpoint_url)
+        fetch(recipe.checkpoint_url, releases=recipe.releases)
     except (urllib.error.URLError, OSError, CheckpointError) as exc:
         print(f"{recipe.name}: released checkpoint unavailable ({exc}); training on synthetic data")
         return None
     from training.export import export_model
 
     model = recipe.build()
-    digest, layout = load_checkpoint(model, recipe.checkpoint_url)
-    weights = Weights(
-        source=layout,
-        checkpoint=recipe.checkpoint_url,
-        checkpoint_sha256=digest,
-        trained_on=recipe.dataset,
-        note="OpenMMLab's released weights; metrics are the published ones, not measured here",
-    )
+    loaded = load_checkpoint(model, recipe.checkpoint_url, recipe.releases)
+    weights = provenance(loaded, recipe, recipe.checkpoint_url)
     return export_model(model, recipe, out, weights)
 
 

@@ -230,7 +230,7 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
                 row = {"iteration": iteration, "loss": loss.item(), "lr": current_lr, "images_per_s": rate}
                 f.write(json.dumps(row) + "\n")
         if rank == 0 and (iteration + 1) % iters_per_epoch == 0:
-            _save(checkpoint, model, optimizer, iteration + 1)
+            _save(checkpoint, model, optimizer, iteration + 1, options.data, recipe)
         if out_of_time:
             if rank == 0:
                 bar.write(
@@ -241,7 +241,7 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
     done = iteration + 1
     metrics: dict[str, float] = {}
     if rank == 0:
-        _save(checkpoint, model, optimizer, done)
+        _save(checkpoint, model, optimizer, done, options.data, recipe)
         if options.evaluate:
             metrics = task.evaluate(_unwrap(model), device)
             with open(log_path, "a", encoding="utf-8") as f:
@@ -264,12 +264,19 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+def _save(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, data: Path, recipe: Recipe
+) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(
-        {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration},
-        tmp,
-    )
+    state = {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "iteration": iteration,
+        # Read back by export: provenance, and the classes of a model trained on its own data.
+        "trained_on": str(data),
+        "labels": recipe.labels(),
+    }
+    torch.save(state, tmp)
     tmp.replace(path)
 
 

@@ -8,7 +8,7 @@ registry: `RECIPES`, `get_recipe()`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from torch import nn
@@ -64,6 +64,27 @@ class DetectionTest:
 
 
 @dataclass(frozen=True)
+class Release:
+    """A checkpoint OpenMMLab published for a row: its URL and how its file name's hash reads.
+
+    `name_hash="file"`: the 8 hex digits in the name begin the file's sha256 (mmcv 0.x, mmpose and
+    mmdet tools). `"input"`: mmseg 1.x's `publish_model.py` hashed the checkpoint *before*
+    stripping it, so the name cannot be checked against the file; the first download's sha256 is
+    recorded in the cache instead, and a later file must match it.
+    """
+
+    url: str
+    published: dict[str, float] | None = None  # None: the row's own figures (`Recipe.published`)
+    name_hash: Literal["file", "input"] = "file"
+    note: str = ""
+    publisher: Literal["openmmlab", "torchvision"] = "openmmlab"
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     task: Task
@@ -74,7 +95,8 @@ class Recipe:
     schedule: Schedule
     published: dict[str, float]
     labels: Callable[[], list[str]]
-    checkpoint_url: str | None = None
+    # The row's own file first (the one whose figures `published` quotes), then later re-releases.
+    releases: tuple[Release, ...] = ()
     palette: Callable[[], list[tuple[int, int, int]]] | None = None
     skeleton: tuple[tuple[int, int], ...] | None = None
     flip_indices: tuple[int, ...] | None = None
@@ -85,11 +107,34 @@ class Recipe:
     detection_test: DetectionTest | None = None  # detection: the config's test_cfg
 
     @property
+    def checkpoint_url(self) -> str | None:
+        """The row's own released checkpoint."""
+        return self.releases[0].url if self.releases else None
+
+    @property
     def heatmap_size(self) -> tuple[int, int] | None:
         """(H, W) of the pose heatmaps: a quarter of the input."""
         if self.task != "pose":
             return None
         return self.input_size[0] // 4, self.input_size[1] // 4
+
+    def at_test_scale(self) -> Recipe:
+        """The recipe with the graph's input at its row's test scale (Cityscapes: the whole
+        1024×2048 image, as mmseg's test pipeline measures the table's mIoU).
+
+        Only a fixed-size test pipeline has one graph size: ADE20K's resizes each image keeping its
+        aspect ratio (short side 512), so no single size is its test scale.
+        """
+        if self.task != "segmentation" or self.seg_scale is None:
+            raise ValueError(f"{self.name}: only segmentation rows have a test scale apart from their input")
+        if self.dataset != "cityscapes":
+            raise ValueError(
+                f"{self.name}: {self.dataset}'s test pipeline keeps each image's aspect ratio "
+                f"(Resize to {self.seg_scale[0]}x{self.seg_scale[1]}, keep_ratio), so no one graph size "
+                "is its test scale; `evaluate` runs it image by image"
+            )
+        width, height = self.seg_scale
+        return replace(self, input_size=(height, width))
 
     def build(self, with_aux: bool = True) -> nn.Module:
         """A freshly initialised network; `with_aux` keeps segmentation's training-only FCN head."""
@@ -158,8 +203,25 @@ CLASSIFIER = Recipe(
     schedule=Schedule("sgd", 0.045, 256, "step", epochs=300, weight_decay=4e-5, gamma=0.98),
     published={"params_m": 3.5, "gflops": 0.319, "top1": 71.86, "top5": 90.42},
     labels=labels.imagenet1k_classes,
-    checkpoint_url="https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/"
-    "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth",
+    releases=(
+        Release(
+            "https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/"
+            "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth"
+        ),
+        # torchvision's files (`features.*` keys, renamed on load); the same network.
+        Release(
+            "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+            published={"top1": 71.878, "top5": 90.286},
+            note="torchvision IMAGENET1K_V1",
+            publisher="torchvision",
+        ),
+        Release(
+            "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth",
+            published={"top1": 72.154, "top5": 90.822},
+            note="torchvision IMAGENET1K_V2",
+            publisher="torchvision",
+        ),
+    ),
 )
 
 # (head, published Cityscapes mIoU, checkpoint file, published ADE20K mIoU, checkpoint file)
@@ -167,8 +229,7 @@ _SEG_ROWS: tuple[tuple[Head, float, str, float, str], ...] = (
     (
         "fcn",
         61.54,
-        "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024/"
-        "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024-20230224_185436-13fef4ea.pth",
+        "fcn_m-v2-d8_512x1024_80k_cityscapes/fcn_m-v2-d8_512x1024_80k_cityscapes_20200825_124817-d24c28c1.pth",
         19.71,
         "fcn_m-v2-d8_512x512_160k_ade20k/fcn_m-v2-d8_512x512_160k_ade20k_20200825_214953-c40e1095.pth",
     ),
@@ -199,6 +260,22 @@ _SEG_ROWS: tuple[tuple[Head, float, str, float, str], ...] = (
 )
 
 
+_LATER_RELEASES: dict[str, tuple[Release, ...]] = {
+    # mmseg 1.x's metafile now links a 2023 retrain of the FCN row, published by a tool that
+    # named it after the hash of its input file.
+    "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024": (
+        Release(
+            "https://download.openmmlab.com/mmsegmentation/v0.5/mobilenet_v2/"
+            "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024/"
+            "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024-20230224_185436-13fef4ea.pth",
+            published={"mIoU": 71.19},
+            name_hash="input",
+            note="mmseg 1.x retrain (2023)",
+        ),
+    ),
+}
+
+
 def _segmentation_recipes() -> list[Recipe]:
     recipes = []
     for head, city_miou, city_ckpt, ade_miou, ade_ckpt in _SEG_ROWS:
@@ -216,8 +293,7 @@ def _segmentation_recipes() -> list[Recipe]:
                 published={"mIoU": city_miou},
                 labels=labels.cityscapes_classes,
                 palette=labels.cityscapes_palette,
-                checkpoint_url=f"{_MMSEG}/{city_ckpt}",
-                # The FCN row's metafile now links a 2023 retrain that measures 71.19 mIoU.
+                releases=(Release(f"{_MMSEG}/{city_ckpt}"), *_LATER_RELEASES.get(city, ())),
                 seg_scale=(2048, 1024),
             )
         )
@@ -235,14 +311,20 @@ def _segmentation_recipes() -> list[Recipe]:
                 published={"mIoU": ade_miou},
                 labels=labels.ade20k_classes,
                 palette=labels.ade20k_palette,
-                checkpoint_url=f"{_MMSEG}/{ade_ckpt}",
+                releases=(Release(f"{_MMSEG}/{ade_ckpt}"),),
                 seg_scale=(2048, 512),
             )
         )
     return recipes
 
 
-def _pose_recipe(dataset: Literal["coco", "mpii"], size: tuple[int, int], metric: float, ckpt: str) -> Recipe:
+def _pose_recipe(
+    dataset: Literal["coco", "mpii"],
+    size: tuple[int, int],
+    metric: float,
+    ckpt: str,
+    later: tuple[Release, ...] = (),
+) -> Recipe:
     h, w = size
     name = f"td-hm_mobilenetv2_8xb64-210e_{dataset}-{h}x{w}"
     coco = dataset == "coco"
@@ -261,7 +343,16 @@ def _pose_recipe(dataset: Literal["coco", "mpii"], size: tuple[int, int], metric
         skeleton=tuple(labels.COCO_SKELETON if coco else labels.MPII_SKELETON),
         flip_indices=tuple(labels.COCO_FLIP_INDICES if coco else labels.MPII_FLIP_INDICES),
         sigma=3.0 if h == 384 else 2.0,
-        checkpoint_url=f"{_MMPOSE}/{ckpt}",
+        releases=(Release(f"{_MMPOSE}/{ckpt}"), *later),
+    )
+
+
+def _mmpose_v1(file_name: str, ap: float) -> Release:
+    """An mmpose 1.x re-release of a COCO row (its meta holds numpy arrays)."""
+    return Release(
+        f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/{file_name}",
+        published={"AP": ap},
+        note="mmpose 1.x re-release (2022)",
     )
 
 
@@ -270,13 +361,15 @@ POSE_RECIPES = [
         "coco",
         (256, 192),
         0.646,
-        "v1/body_2d_keypoint/topdown_heatmap/coco/td-hm_mobilenetv2_8xb64-210e_coco-256x192-55a04c35_20221016.pth",
+        "top_down/mobilenetv2/mobilenetv2_coco_256x192-d1e58e7b_20200727.pth",
+        (_mmpose_v1("td-hm_mobilenetv2_8xb64-210e_coco-256x192-55a04c35_20221016.pth", 0.648),),
     ),
     _pose_recipe(
         "coco",
         (384, 288),
         0.673,
-        "v1/body_2d_keypoint/topdown_heatmap/coco/td-hm_mobilenetv2_8xb64-210e_coco-384x288-d3ab1457_20221013.pth",
+        "top_down/mobilenetv2/mobilenetv2_coco_384x288-26be4816_20200727.pth",
+        (_mmpose_v1("td-hm_mobilenetv2_8xb64-210e_coco-384x288-d3ab1457_20221013.pth", 0.677),),
     ),
     _pose_recipe(
         "mpii", (256, 256), 0.854, "top_down/mobilenetv2/mobilenetv2_mpii_256x256-e068afa7_20200812.pth"
@@ -301,8 +394,12 @@ DETECTOR = Recipe(
     ),
     published={"box_AP": 21.3},
     labels=labels.coco80_classes,
-    checkpoint_url=f"{_MMDET}/ssd/ssdlite_mobilenetv2_scratch_600e_coco/"
-    "ssdlite_mobilenetv2_scratch_600e_coco_20210629_110627-974d9307.pth",
+    releases=(
+        Release(
+            f"{_MMDET}/ssd/ssdlite_mobilenetv2_scratch_600e_coco/"
+            "ssdlite_mobilenetv2_scratch_600e_coco_20210629_110627-974d9307.pth"
+        ),
+    ),
     # test_cfg: nms_pre 1000 per level, score_thr 0.02, NMS IoU 0.45 per class, max_per_img 200.
     detection_test=DetectionTest(
         score_threshold=0.02, iou_threshold=0.45, max_per_image=200, pre_nms_top_k=1000

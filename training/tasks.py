@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as torch_default_collate
 
-from contract.pose_geometry import decode_heatmaps, keypoints_to_image
+from contract.pose_geometry import decode_heatmaps, flip_heatmaps_back, keypoints_to_image
 from training.recipes import Recipe
 
 if TYPE_CHECKING:
@@ -131,12 +131,13 @@ class SegmentationAdapter:
         return len(batch[1])
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """Whole-image inference at the serving canvas (input size, keep ratio), mIoU at label size."""
+        """The row's test pipeline: the whole image resized keeping its ratio to the test scale
+        (Cityscapes 2048x1024, ADE20K 2048x512; smaller for the synthetic sets), one image at a
+        time, logits resized to the label, mIoU at label size."""
         from training.data.segmentation import SegTestTransform
         from training.evaluation import IoUAccumulator
 
-        h, w = self.recipe.input_size
-        dataset = self._dataset("val", SegTestTransform(scale_wh=(w, h)))
+        dataset = self._dataset("val", SegTestTransform(scale_wh=self.scale))
         accumulator = IoUAccumulator(self.recipe.num_outputs, IGNORE_INDEX)
         model.eval()
         with torch.no_grad():
@@ -191,7 +192,9 @@ class PoseAdapter:
         return int(batch["image"].shape[0])
 
     def predict(self, model: nn.Module, dataset: Any, device: torch.device) -> list[Any]:
-        """Keypoints in image pixels for every sample of `dataset` (ground-truth or detector boxes)."""
+        """Keypoints in image pixels for every sample of `dataset` (ground-truth or detector boxes),
+        with mmpose's test-time flip (`flip_test=True, shift_heatmap=True`) where the recipe has
+        flip indices: the mirrored crop's heatmaps, mirrored back and channel-swapped, averaged in."""
         from training.evaluation import PosePrediction
 
         h, w = self.recipe.input_size
@@ -202,7 +205,12 @@ class PoseAdapter:
                 dataset, batch_size=32, num_workers=self.options.workers, collate_fn=self.collate
             )
             for batch in loader:
-                heatmaps = model(_images(batch["image"], device)).float().cpu().numpy()
+                images = _images(batch["image"], device)  # (N, H, W, 3)
+                heatmaps = model(images).float().cpu().numpy()
+                if self.recipe.flip_indices:
+                    flipped = model(torch.flip(images, dims=[2])).float().cpu().numpy()
+                    restored = flip_heatmaps_back(flipped, self.recipe.flip_indices, shift=True)
+                    heatmaps = (heatmaps + restored) * 0.5
                 coords, scores = decode_heatmaps(heatmaps)
                 stride = np.array([w / heatmaps.shape[3], h / heatmaps.shape[2]])
                 for i in range(len(heatmaps)):

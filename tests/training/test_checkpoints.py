@@ -173,8 +173,7 @@ def test_openmmlab_classifier_checkpoint_loads_strictly(tmp_path: Path) -> None:
         openmmlab_backbone_layout() | {"head.fc.weight": (1000, 1280), "head.fc.bias": (1000,)}
     )
     model = get_recipe("mobilenet-v2_8xb32_in1k").build()
-    _, layout = load_checkpoint(model, str(save_checkpoint(tmp_path / "cls.pth", state)))
-    assert layout == "openmmlab"
+    assert load_checkpoint(model, str(save_checkpoint(tmp_path / "cls.pth", state))).layout == "openmmlab"
     loaded = model.state_dict()
     for key in ("backbone.layer4.3.conv.2.bn.running_var", "head.fc.weight", "backbone.conv2.conv.weight"):
         assert torch.equal(loaded[key], state[key])
@@ -183,8 +182,8 @@ def test_openmmlab_classifier_checkpoint_loads_strictly(tmp_path: Path) -> None:
 def test_torchvision_checkpoint_maps_onto_openmmlab_names(tmp_path: Path) -> None:
     state = random_state(torchvision_layout(with_tracked=False), seed=1)
     model = get_recipe("mobilenet-v2_8xb32_in1k").build()
-    _, layout = load_checkpoint(model, str(save_checkpoint(tmp_path / "tv.pth", state, wrapped=False)))
-    assert layout == "torchvision"
+    loaded = load_checkpoint(model, str(save_checkpoint(tmp_path / "tv.pth", state, wrapped=False)))
+    assert loaded.layout == "torchvision"
     loaded = model.state_dict()
     pairs = {
         "features.0.0.weight": "backbone.conv1.conv.weight",

@@ -82,8 +82,8 @@ def _mmdet_file(path: Path, keys: dict[str, tuple[int, ...]]) -> Path:
 def test_mmdet_key_layout_loads_strictly(tmp_path: Path) -> None:
     keys = mmdet_ssdlite_keys()
     model = get_recipe(RECIPE).build()
-    digest, layout = load_checkpoint(model, str(_mmdet_file(tmp_path / "ssdlite.pth", keys)))
-    assert layout == "openmmlab" and len(digest) == 64
+    checkpoint = load_checkpoint(model, str(_mmdet_file(tmp_path / "ssdlite.pth", keys)))
+    assert checkpoint.layout == "openmmlab" and len(checkpoint.sha256) == 64
     own = model.state_dict()
     assert set(own) == set(keys)
     loaded = torch.load(tmp_path / "ssdlite.pth", weights_only=True)["state_dict"]
