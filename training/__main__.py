@@ -158,7 +158,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"evaluating {weights.source} weights ({weights.note})")
     else:
         model = recipe.build()
-    metrics = evaluate(recipe, model, Path(args.data), args.device)
+    boxes = Path(args.person_boxes) if args.person_boxes else None
+    metrics = evaluate(recipe, model, Path(args.data), args.device, boxes)
     rows = [
         (k, f"{v:g}", f"{recipe.published[k]:g}" if k in recipe.published else "") for k, v in metrics.items()
     ]
@@ -235,10 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="the recipe's table metric on a data set, beside the published one")
     p.add_argument("recipe")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="data set root in its users' layout (its val split is used)")
     p.add_argument("--checkpoint", help="a run's latest.pth, or an OpenMMLab/torchvision checkpoint")
     p.add_argument(
         "--random-weights", action="store_true", help="evaluate freshly initialised weights (a baseline)"
+    )
+    p.add_argument(
+        "--person-boxes",
+        help="COCO pose: a detector's person boxes (COCO results JSON), as the tables used; "
+        "default the ground-truth boxes",
     )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)

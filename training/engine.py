@@ -51,6 +51,8 @@ class TrainOptions:
     min_crop_scale: float | None = None
     # (w, h) segmentation resize target; default the recipe's (small synthetic scenes want less)
     scale_wh: tuple[int, int] | None = None
+    # COCO pose evaluation: a detector's person boxes (COCO results JSON) instead of ground truth
+    person_boxes: Path | None = None
 
 
 @dataclass
@@ -254,8 +256,10 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
     return TrainResult(trained, metrics, done, time.monotonic() - began)
 
 
-def evaluate(recipe: Recipe, model: nn.Module, data: Path, device: str = "auto") -> dict[str, float]:
-    options = TrainOptions(data=data, run_dir=Path("."), workers=0)
+def evaluate(
+    recipe: Recipe, model: nn.Module, data: Path, device: str = "auto", person_boxes: Path | None = None
+) -> dict[str, float]:
+    options = TrainOptions(data=data, run_dir=Path("."), workers=0, person_boxes=person_boxes)
     dev = _device(device, 0)
     return adapter_for(recipe, options).evaluate(model.to(dev).eval(), dev)
 

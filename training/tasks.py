@@ -176,6 +176,8 @@ class PoseAdapter:
             train=train,
         )
         if self.recipe.dataset == "coco":
+            if split == "val" and self.options.person_boxes is not None:
+                kwargs["bbox_file"] = self.options.person_boxes
             return CocoKeypointDataset(self.options.data, split, **kwargs)
         return MpiiDataset(self.options.data, split, **kwargs)
 
