@@ -441,3 +441,18 @@ def test_cityscapes_test_scale_export_serves_whole_images(tmp_path: Path) -> Non
     assert answer.status_code == 200, answer.text
     [result] = answer.json()["results"]
     assert result["image"] == {"width": 2048, "height": 1024}
+
+
+def test_coco_pose_evaluation_runs_mmposes_flip_test(tmp_path: Path) -> None:
+    """Every crop is run twice: as it is and mirrored (mmpose's `flip_test=True`)."""
+    from training.data.synthetic import generate
+    from training.engine import evaluate
+
+    data = generate("coco", tmp_path / "coco", n_train=1, n_val=3, seed=5)
+    recipe = get_recipe(POSE_COCO)
+    model = recipe.build()
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda _module, args: seen.append(args[0].clone()))
+    assert "AP" in evaluate(recipe, model, data, "cpu")
+    assert len(seen) == 2
+    assert torch.equal(seen[1], torch.flip(seen[0], dims=[2]))  # (N, H, W, 3) mirrored left-right
