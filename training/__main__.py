@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.defaults import DEFAULT_BUDGET_MINUTES
 from training.recipes import RECIPES, get_recipe
 
 
@@ -264,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--minutes",
         type=float,
-        default=DEFAULT_BUDGET_MINUTES,
-        help=f"time for all of it (default: {DEFAULT_BUDGET_MINUTES:g}); a larger budget trains each model longer",
+        help="cap the whole build at this many minutes, cutting iterations (and saying so); by default "
+        "every model trains its fixed, seeded plan, the same model on a busy machine as on a quiet one",
     )
     p.set_defaults(func=_cmd_defaults)
 

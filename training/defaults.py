@@ -34,31 +34,32 @@ class Finish:
     iterations are 5x cheaper, so most of the run stays small and only its end is at 224.
     """
 
-    share: float  # of the plan's training time
+    iterations: int
     batch_size: int
     lr: float
-    seconds_per_iteration: float  # measured on 2 cores; sets the planned iteration count
+    seconds_per_iteration: float  # measured on 2 quiet cores: the ETA, and the --minutes cap
 
 
 @dataclass(frozen=True)
 class SyntheticPlan:
-    """How to train one default recipe on synthetic data within a share of the time budget.
+    """How to train one default recipe on synthetic data: a fixed number of seeded iterations.
 
     The rows' schedules assume ImageNet-initialised backbones and hundreds of epochs; from scratch
     and for a few hundred iterations, the row's SGD does not move (measured: loss at chance after
     120 iterations at lr 0.01-0.2, where Adam at 3e-3 had left it), so these plans use Adam with
-    poly decay and a short warm-up. The cards say how each model was trained. The run is capped
-    by time, and its schedule follows the clock (`TrainOptions.max_minutes`), so a slower machine
-    still ends on a decayed learning rate, with fewer iterations.
+    poly decay and a short warm-up. The cards say how each model was trained. A fixed plan gives
+    the same model on a busy machine as on a quiet one (a wall-clock plan gave top-1 52.7 % where
+    the quiet machine got 87.7 %); `--minutes` caps it, and then says what it cut.
     """
 
     dataset: str  # `python -m training synth` task
     n_train: int
     n_val: int
+    iterations: int
     batch_size: int
     lr: float
-    share: float  # of the budget's training time, against the other plans still to run
-    seconds_per_iteration: float  # measured on 2 cores (data loading included)
+    share: float  # of a `--minutes` cap's training time, against the other plans still to run
+    seconds_per_iteration: float  # measured on 2 quiet cores (data loading included): the ETA
     reserve_minutes: float  # data generation, evaluation and export, measured on 2 cores
     train_size: tuple[int, int] | None = None  # smaller training crops than the served input
     scale_wh: tuple[int, int] | None = None  # segmentation resize target (the serving canvas)
@@ -82,8 +83,6 @@ def _adam_poly(row: Schedule, lr: float, iterations: int, warmup_iterations: int
     )
 
 
-DEFAULT_BUDGET_MINUTES = 15.0
-
 # Learning curves measured on the 2-core machine (held-out synthetic images):
 # - classifier at 96 px, 150 iterations: top-1 38 % (lr 3e-3), 55 % (3e-3, zero-init residuals),
 #   63 % (6e-3, zero-init), 50 % (1e-2, zero-init).
@@ -94,11 +93,14 @@ DEFAULT_BUDGET_MINUTES = 15.0
 # - the 15-minute budget, shares 5.0 / 3.2 / 4.0 (below): top-1 87.7 % (568 + 108 iterations),
 #   mIoU 36.3 (206), AP 0.015 (217), 14.8 min in all. The classifier is the one model that comes
 #   close to its target (90 %) in such a budget, so it gets the largest share.
+# The fixed plans below keep those iteration counts, except pose: 400 (AP 0.37 above, against
+# 0.015 at 217), at about 8 of the plan's minutes.
 PLANS: dict[str, SyntheticPlan] = {
     "mobilenet-v2_8xb32_in1k": SyntheticPlan(
         "classification",
         1100,
         220,
+        iterations=568,
         batch_size=32,
         lr=6e-3,
         share=5.0,
@@ -107,12 +109,13 @@ PLANS: dict[str, SyntheticPlan] = {
         train_size=(96, 96),
         min_crop_scale=0.35,
         zero_init_residual=True,
-        finish=Finish(share=0.3, batch_size=16, lr=5e-4, seconds_per_iteration=0.9),
+        finish=Finish(iterations=108, batch_size=16, lr=5e-4, seconds_per_iteration=0.9),
     ),
     "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024": SyntheticPlan(
         "cityscapes",
         160,
         20,
+        iterations=206,
         batch_size=8,
         lr=1e-3,
         share=3.2,
@@ -125,6 +128,7 @@ PLANS: dict[str, SyntheticPlan] = {
         "coco",
         400,
         40,
+        iterations=400,
         batch_size=8,
         lr=1e-3,
         share=4.0,
@@ -174,22 +178,36 @@ def _released(recipe: Recipe, out: Path) -> Path | None:
     return export_model(model, recipe, out, weights)
 
 
-def build_defaults(
-    out: Path, work: Path, offline: bool = False, minutes: float = DEFAULT_BUDGET_MINUTES
-) -> list[Path]:
-    """Build each default recipe that `out` lacks, in about `minutes` in all; returns the folders.
+def planned_minutes(names: list[str]) -> float:
+    """What the plans of `names` take on 2 quiet cores (data, training, evaluation, export)."""
+    total_s = 0.0
+    for name in names:
+        plan = PLANS[name]
+        total_s += plan.iterations * plan.seconds_per_iteration + 60 * plan.reserve_minutes
+        if plan.finish:
+            total_s += plan.finish.iterations * plan.finish.seconds_per_iteration
+    return total_s / 60
 
-    Each plan still to train gets its share of what is left of the budget once the other plans'
-    reserves (data, evaluation, export) are set aside, so time one plan does not use goes to the
-    next, and a larger budget trains every model longer.
+
+def build_defaults(out: Path, work: Path, offline: bool = False, minutes: float | None = None) -> list[Path]:
+    """Build each default recipe that `out` lacks; returns the folders written.
+
+    Each trains its plan's fixed, seeded iterations, so a rebuild gives the same model however busy
+    the machine is. `minutes` caps the whole: each plan still to train then gets its share of what
+    is left of it once the other plans' reserves (data, evaluation, export) are set aside.
     """
     from training.export import export_model
 
     written = []
     classifier_checkpoint: str | None = None
     began = time.monotonic()
-    deadline = began + minutes * 60
+    deadline = began + minutes * 60 if minutes else None
     pending = [name for name in DEFAULT_RECIPES if not list((out / name).glob("*/card.json"))]
+    if pending and offline:
+        cap = f", capped at {minutes:g} min" if minutes else ""
+        print(
+            f"training {len(pending)} default models: about {planned_minutes(pending):.0f} min on 2 quiet cores{cap}"
+        )
     for name in DEFAULT_RECIPES:
         recipe = get_recipe(name)
         plan = PLANS[name]
@@ -201,8 +219,10 @@ def build_defaults(
             continue
         folder = None if offline else _released(recipe, out)
         if folder is None:
-            seconds = _training_seconds(name, pending, deadline - time.monotonic())
-            print(f"{name}: training on synthetic data for {seconds / 60:.1f} min")
+            seconds = (
+                None if deadline is None else _training_seconds(name, pending, deadline - time.monotonic())
+            )
+            print(f"{name}: training on synthetic data, {_plan_text(plan)}")
             trained, result = _train_synthetic(
                 recipe,
                 plan,
@@ -211,6 +231,11 @@ def build_defaults(
                 run_dir,
                 None if recipe.task == "classification" else classifier_checkpoint,
             )
+            planned = plan.iterations + (plan.finish.iterations if plan.finish else 0)
+            if result.iterations < planned:
+                print(
+                    f"{name}: --minutes cut training to {result.iterations} of {planned} planned iterations"
+                )
             checkpoint = _final_checkpoint(run_dir, plan)
             if recipe.task == "classification":
                 classifier_checkpoint = str(checkpoint)
@@ -227,7 +252,8 @@ def build_defaults(
         pending.remove(name)
         written.append(folder)
         print(f"{name} -> {folder}")
-    print(f"default models built in {(time.monotonic() - began) / 60:.1f} min (budget {minutes:g} min)")
+    cap = f" (capped at {minutes:g} min)" if minutes else ""
+    print(f"default models built in {(time.monotonic() - began) / 60:.1f} min{cap}")
     return written
 
 
@@ -240,6 +266,24 @@ def _training_seconds(name: str, pending: list[str], left_s: float) -> float:
     training_s = left_s - 60 * sum(p.reserve_minutes for p in plans)
     share = PLANS[name].share / sum(p.share for p in plans)
     return max(MIN_TRAINING_SECONDS, training_s * share)
+
+
+def _main_share(plan: SyntheticPlan) -> float:
+    """The share of a plan's time before its finish phase."""
+    if plan.finish is None:
+        return 1.0
+    main_s = plan.iterations * plan.seconds_per_iteration
+    return main_s / (main_s + plan.finish.iterations * plan.finish.seconds_per_iteration)
+
+
+def _plan_text(plan: SyntheticPlan) -> str:
+    finish = f" + {plan.finish.iterations} at the served size" if plan.finish else ""
+    return f"{plan.iterations}{finish} iterations, about {planned_minutes_of(plan):.1f} min on 2 quiet cores"
+
+
+def planned_minutes_of(plan: SyntheticPlan) -> float:
+    finish_s = plan.finish.iterations * plan.finish.seconds_per_iteration if plan.finish else 0.0
+    return (plan.iterations * plan.seconds_per_iteration + finish_s) / 60
 
 
 def _finish_text(recipe: Recipe, plan: SyntheticPlan) -> str:
@@ -255,10 +299,15 @@ def _final_checkpoint(run_dir: Path, plan: SyntheticPlan) -> Path:
 
 
 def _train_synthetic(
-    recipe: Recipe, plan: SyntheticPlan, seconds: float, work: Path, run_dir: Path, init_backbone: str | None
+    recipe: Recipe,
+    plan: SyntheticPlan,
+    seconds: float | None,
+    work: Path,
+    run_dir: Path,
+    init_backbone: str | None,
 ) -> tuple[Recipe, TrainResult]:
-    """Generate the plan's data set if missing, train (and finish) on it for `seconds` in all,
-    evaluate on held-out images."""
+    """Generate the plan's data set if missing, train (and finish) on it — the plan's iterations,
+    or fewer where `seconds` caps them — and evaluate on held-out images."""
     from training.data.synthetic import generate
     from training.engine import TrainOptions, train
 
@@ -266,8 +315,10 @@ def _train_synthetic(
     if not data.is_dir():
         generate(plan.dataset, data, n_train=plan.n_train, n_val=plan.n_val, seed=0)  # type: ignore[arg-type]
     finish = plan.finish
-    main_s = seconds * (1 - finish.share) if finish else seconds
-    iterations = max(1, round(main_s / plan.seconds_per_iteration))
+    main_s = None if seconds is None else seconds * _main_share(plan)
+    iterations = plan.iterations
+    if main_s is not None:
+        iterations = max(1, min(iterations, round(main_s / plan.seconds_per_iteration)))
     trained = replace(
         synthetic_recipe(recipe, data),
         schedule=_adam_poly(recipe.schedule, plan.lr, iterations, plan.warmup_iterations),
@@ -278,7 +329,7 @@ def _train_synthetic(
         batch_size=plan.batch_size,
         lr=plan.lr,
         train_size=plan.train_size,
-        max_minutes=main_s / 60,
+        max_minutes=None if main_s is None else main_s / 60,
         init_backbone=init_backbone,
         zero_init_residual=plan.zero_init_residual and init_backbone is None,
         evaluate=finish is None,
@@ -288,8 +339,10 @@ def _train_synthetic(
     result = train(trained, options)
     if finish is None:
         return trained, result
-    finish_s = seconds - result.seconds
-    finish_iterations = max(1, round(finish_s / finish.seconds_per_iteration))
+    finish_s = None if seconds is None else max(seconds - result.seconds, 1.0)
+    finish_iterations = finish.iterations
+    if finish_s is not None:
+        finish_iterations = max(1, min(finish_iterations, round(finish_s / finish.seconds_per_iteration)))
     finishing = replace(
         trained, schedule=_adam_poly(recipe.schedule, finish.lr, finish_iterations, warmup_iterations=0)
     )
@@ -301,7 +354,7 @@ def _train_synthetic(
             batch_size=finish.batch_size,
             lr=finish.lr,
             train_size=None,
-            max_minutes=max(finish_s, 1.0) / 60,
+            max_minutes=None if finish_s is None else finish_s / 60,
             init_backbone=None,
             zero_init_residual=False,
             init_model=str(run_dir / "latest.pth"),

@@ -20,20 +20,17 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
 ) -> None:
     classifier, segmentor, pose = DEFAULT_RECIPES
     tiny = {
-        # Iterations so slow on paper that each phase plans one.
         classifier: replace(
             PLANS[classifier],
             n_train=24,
             n_val=12,
-            seconds_per_iteration=1e6,
+            iterations=1,
             batch_size=4,
-            finish=Finish(share=0.3, batch_size=2, lr=1e-4, seconds_per_iteration=1e6),
+            finish=Finish(iterations=1, batch_size=2, lr=1e-4, seconds_per_iteration=1.0),
         ),
         # lr 0: their backbones stay as loaded, so the test can see where they started.
-        segmentor: replace(
-            PLANS[segmentor], n_train=2, n_val=1, seconds_per_iteration=1e6, batch_size=2, lr=0.0
-        ),
-        pose: replace(PLANS[pose], n_train=2, n_val=2, seconds_per_iteration=1e6, batch_size=2, lr=0.0),
+        segmentor: replace(PLANS[segmentor], n_train=2, n_val=1, iterations=1, batch_size=2, lr=0.0),
+        pose: replace(PLANS[pose], n_train=2, n_val=2, iterations=1, batch_size=2, lr=0.0),
     }
     for name, plan in tiny.items():
         monkeypatch.setitem(defaults.PLANS, name, plan)
@@ -61,6 +58,56 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
 
     # A second call finds the models there and builds nothing.
     assert build_defaults(tmp_path / "models", tmp_path / "work", offline=True) == []
+
+
+def test_a_minutes_cap_cuts_the_plans_iterations_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classifier = DEFAULT_RECIPES[0]
+    # 50 planned iterations at 10 s each on paper; a 0.5-minute cap (30 s, no reserve) leaves 3.
+    plan = replace(
+        PLANS[classifier],
+        n_train=8,
+        n_val=4,
+        iterations=50,
+        batch_size=2,
+        seconds_per_iteration=10.0,
+        reserve_minutes=0.0,
+        finish=None,
+        train_size=(32, 32),
+    )
+    monkeypatch.setitem(defaults.PLANS, classifier, plan)
+    monkeypatch.setattr(defaults, "DEFAULT_RECIPES", (classifier,))
+    [folder] = build_defaults(tmp_path / "models", tmp_path / "work", offline=True, minutes=0.5)
+    out = capsys.readouterr().out
+    assert "capped at 0.5 min" in out and "of 50 planned iterations" in out
+    note = ModelCard.read(folder / "card.json").weights.note or ""
+    assert "trained 3 iterations" in note
+
+
+def test_training_twice_with_the_same_plan_gives_the_same_weights(tmp_path: Path) -> None:
+    from training.data.synthetic import generate
+    from training.defaults import synthetic_recipe
+    from training.engine import TrainOptions, train
+    from training.recipes import get_recipe
+
+    data = generate("classification", tmp_path / "shapes", n_train=16, n_val=4, seed=1)
+    recipe = synthetic_recipe(get_recipe(DEFAULT_RECIPES[0]), data)
+    weights = []
+    for run in ("a", "b"):
+        options = TrainOptions(
+            data=data,
+            run_dir=tmp_path / run,
+            iterations=3,
+            batch_size=4,
+            lr=1e-3,
+            train_size=(32, 32),
+            workers=2,
+            evaluate=False,
+        )
+        weights.append(train(recipe, options).model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not torch.equal(weights[0]["head.fc.weight"], recipe.build().state_dict()["head.fc.weight"])
 
 
 def test_each_plan_gets_its_share_of_what_the_budget_leaves_after_every_reserve() -> None:
