@@ -30,7 +30,11 @@ def _cmd_summary(args: argparse.Namespace) -> None:
     from training.summary import summarize
 
     names = list(RECIPES) if args.recipe == "all" else [args.recipe]
-    summaries = [summarize(get_recipe(n)) for n in names]
+    summaries = []
+    for i, name in enumerate(names, start=1):
+        if len(names) > 1:  # `all` takes about a minute on 2 cores: say where it is
+            print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
+        summaries.append(summarize(get_recipe(name)))
     if args.json:
         print(json.dumps([s.as_dict() for s in summaries], indent=2))
         return
@@ -188,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="parameters and FLOPs at the recipe's input size")
     p.add_argument("recipe", help="a recipe name, or 'all'")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("export", help="export recipes to ONNX + card under the model repository")
-    p.add_argument("recipe", nargs="+")
+    p.add_argument("recipe", nargs="+", help="recipe names (`python -m training recipes` lists them)")
     p.add_argument("--checkpoint", help="OpenMMLab or torchvision .pth, a path or a URL (checked by hash)")
     p.add_argument("--out", default="models", help="model repository (default: models)")
     p.add_argument(
@@ -209,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a recipe on a data set in its users' layout, evaluate, export")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="a recipe name (`python -m training recipes` lists them)")
     p.add_argument(
         "--data", required=True, help="data set root (ImageNet folders, Cityscapes, ADE20K, COCO, MPII)"
     )
@@ -217,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="shorten an epoch-based schedule (milestones scale with it)")
     p.add_argument("--iterations", type=int, help="shorten an iteration-based schedule, or cap any")
     p.add_argument("--batch-size", type=int, help="total batch size (lr scales linearly unless --lr)")
-    p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate (default: the row's, scaled with the batch size)"
+    )
     p.add_argument("--train-size", help="HxW of training crops, e.g. 256x512 (default: the recipe's)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest.pth")
     p.add_argument("--init-backbone", help="classifier checkpoint for the backbone (path or URL)")
@@ -229,12 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="from scratch: start each residual block as the identity (trains faster)",
     )
-    p.add_argument("--no-export", dest="export", action="store_false")
+    p.add_argument("--no-export", dest="export", action="store_false", help="train and evaluate only")
     p.add_argument("--out", default="models", help="model repository for the export")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="the recipe's table metric on a data set, beside the published one")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="a recipe name (`python -m training recipes` lists them)")
     p.add_argument("--data", required=True, help="data set root in its users' layout (its val split is used)")
     p.add_argument("--checkpoint", help="a run's latest.pth, or an OpenMMLab/torchvision checkpoint")
     p.add_argument(
@@ -245,15 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="COCO pose: a detector's person boxes (COCO results JSON), as the tables used; "
         "default the ground-truth boxes",
     )
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("synth", help="write a small synthetic data set in a real layout")
-    p.add_argument("task", choices=["classification", "cityscapes", "ade20k", "coco", "mpii"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--train", type=int, default=200)
-    p.add_argument("--val", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "task",
+        choices=["classification", "cityscapes", "ade20k", "coco", "mpii"],
+        help="which layout to write",
+    )
+    p.add_argument("--out", required=True, help="folder to write the data set into")
+    p.add_argument("--train", type=int, default=200, help="training images (default: 200)")
+    p.add_argument("--val", type=int, default=50, help="validation images (default: 50)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default: 0)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("defaults", help="build the three default models where the repository lacks them")
@@ -277,7 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue-delay-us", type=int, default=5000, help="dynamic batching delay (default: 5000)"
     )
     p.add_argument("--instances", type=int, default=1, help="model instances per GPU (default: 1)")
-    p.add_argument("--kind", default="KIND_GPU", choices=["KIND_GPU", "KIND_CPU", "KIND_AUTO"])
+    p.add_argument(
+        "--kind",
+        default="KIND_GPU",
+        choices=["KIND_GPU", "KIND_CPU", "KIND_AUTO"],
+        help="Triton instance kind",
+    )
     p.set_defaults(func=_cmd_export_triton)
     return parser
 

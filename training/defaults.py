@@ -278,7 +278,7 @@ def _main_share(plan: SyntheticPlan) -> float:
 
 def _plan_text(plan: SyntheticPlan) -> str:
     finish = f" + {plan.finish.iterations} at the served size" if plan.finish else ""
-    return f"{plan.iterations}{finish} iterations, about {planned_minutes_of(plan):.1f} min on 2 quiet cores"
+    return f"{plan.iterations} iterations{finish}, about {planned_minutes_of(plan):.1f} min on 2 quiet cores"
 
 
 def planned_minutes_of(plan: SyntheticPlan) -> float:

@@ -87,6 +87,15 @@ def lr_at(schedule: Schedule, iteration: int, total: int, iters_per_epoch: int, 
     return factor_lr
 
 
+def shortened(schedule: Schedule, total: int, row_total: int) -> Schedule:
+    """The schedule of a run `total` iterations long where the row runs `row_total`: its warm-up
+    shrinks in proportion (the pose rows' 500 iterations would otherwise outlast a 3-iteration run)."""
+    if not schedule.warmup_iterations or total >= row_total:
+        return schedule
+    warmup = max(1, round(schedule.warmup_iterations * total / row_total))
+    return replace(schedule, warmup_iterations=warmup)
+
+
 def build_optimizer(schedule: Schedule, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if schedule.optimizer == "adam":
@@ -160,6 +169,12 @@ def train(recipe: Recipe, options: TrainOptions) -> TrainResult:
         total = total_epochs * iters_per_epoch
         if options.iterations:
             total = min(total, options.iterations)
+    row_total = (
+        schedule.iterations
+        if schedule.iterations is not None and options.epochs is None
+        else (schedule.epochs or total_epochs) * iters_per_epoch
+    )
+    schedule = shortened(schedule, total, row_total)
 
     # NHWC images arrive permuted, i.e. already channels-last; weights to match: ~5 % per step on CPU.
     model = recipe.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]

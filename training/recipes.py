@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from contract.card import Task
 from training import labels
-from training.nets.heads import (
-    ASPPHead,
-    ClsHead,
-    DepthwiseSeparableASPPHead,
-    FCNHead,
-    HeatmapHead,
-    PSPHead,
-)
-from training.nets.mobilenet_v2 import MobileNetV2, init_weights
-from training.nets.models import Classifier, Normalize, Segmentor, TopdownPoseEstimator
+
+if TYPE_CHECKING:  # torch is imported by `build` only: `python -m training --help` stays fast
+    from torch import nn
+
+    from training.nets.models import Normalize
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -138,6 +131,10 @@ class Recipe:
 
     def build(self, with_aux: bool = True) -> nn.Module:
         """A freshly initialised network; `with_aux` keeps segmentation's training-only FCN head."""
+        from training.nets.heads import ClsHead, FCNHead, HeatmapHead
+        from training.nets.mobilenet_v2 import MobileNetV2, init_weights
+        from training.nets.models import Classifier, Normalize, Segmentor, TopdownPoseEstimator
+
         normalize = Normalize(self.mean, self.std)
         model: nn.Module
         if self.task == "detection":
@@ -165,6 +162,8 @@ class Recipe:
 def _init_heads_as_openmmlab(model: nn.Module) -> None:
     """Small outputs at the start, as OpenMMLab initialises its heads: mmseg's `conv_seg` N(0, 0.01),
     mmpose's deconvolutions and final layer N(0, 0.001) (Kaiming there gives heatmaps ~4× too large)."""
+    from torch import nn
+
     for name, module in model.named_modules():
         if name.endswith("conv_seg"):
             std = 0.01
@@ -178,6 +177,8 @@ def _init_heads_as_openmmlab(model: nn.Module) -> None:
 
 
 def _seg_head(head: Head, num_classes: int) -> nn.Module:
+    from training.nets.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
+
     c = SEG_HEAD_CHANNELS
     if head == "fcn":
         return FCNHead(320, c, num_classes)
