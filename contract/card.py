@@ -103,6 +103,15 @@ class Parity(_Frozen):
     images: int
 
 
+class Quantization(_Frozen):
+    """How an int8 model was made, and how far it stays from its float32 graph (`--int8`)."""
+
+    method: str
+    calibration_images: int
+    agreement: Parity = Field(description="the int8 model against the float32 one, on held-out images")
+    speedup: float = Field(description="float32 time / int8 time, session.run at batch 1, measured at export")
+
+
 class ModelCard(_Frozen):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -123,10 +132,11 @@ class ModelCard(_Frozen):
     measured_metrics: dict[str, float] = Field(default_factory=dict)
     parameters: int
     parity: Parity
-    precision: Literal["float32", "float16"] = Field(
+    precision: Literal["float32", "float16", "int8"] = Field(
         default="float32",
         description="of the weights and arithmetic inside; inputs and outputs keep their types",
     )
+    quantization: Quantization | None = None
     opset: int
     created: str
     onnx_sha256: str

@@ -72,7 +72,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
             weights = Weights(
                 source="random-init", note="freshly initialised weights: predictions are meaningless"
             )
-        target = export_model(model, recipe, Path(args.out), weights, fp16=args.fp16)
+        int8 = Path(args.int8) if args.int8 else None
+        target = export_model(model, recipe, Path(args.out), weights, fp16=args.fp16, int8_images=int8)
         print(f"exported {recipe.name} -> {target}")
 
 
@@ -203,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fp16",
         action="store_true",
         help="float16 weights and arithmetic (for GPUs), checked against PyTorch under a looser tolerance",
+    )
+    p.add_argument(
+        "--int8",
+        metavar="IMAGES",
+        help="CPU int8 (static QDQ) calibrated on half of this folder's images as the service prepares "
+        "them, refused if it disagrees with float32 on the other half beyond the task's tolerance",
     )
     p.add_argument(
         "--test-scale",

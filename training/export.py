@@ -125,13 +125,18 @@ def export_model(
     weights: Weights,
     measured_metrics: dict[str, float] | None = None,
     fp16: bool = False,
+    int8_images: Path | None = None,
 ) -> Path:
     """Export `model` (built by `recipe.build()`) as the next version under `out/<recipe>/`.
 
     With `fp16`, the float32 graph (checked first) is converted to float16 weights and arithmetic
     (`training.fp16`, same inputs and outputs) and checked again under a looser tolerance.
+    With `int8_images` (a folder of images), the float32 graph is quantized to int8 (`training.int8`:
+    calibrated on half the images, checked against float32 on the other half).
     Returns the version folder. Nothing appears under `out` unless parity holds.
     """
+    if fp16 and int8_images is not None:
+        raise ValueError("choose one of float16 and int8")
     spec = _OUTPUTS[recipe.task]
     names = [o.name for o in output_specs(recipe)]
     model = model.eval().cpu()
@@ -181,6 +186,11 @@ def export_model(
         )
         if fp16:
             card = card.model_copy(update={"precision": "float16"})
+        if int8_images is not None:
+            from training.int8 import quantize_file
+
+            quantization = quantize_file(onnx_path, card, int8_images)
+            card = card.model_copy(update={"precision": "int8", "quantization": quantization})
         proto = onnx.load(str(onnx_path))
         # The embedded copy cannot hold the hash of the file it lives in; card.json holds it.
         onnx.helper.set_model_props(proto, {METADATA_KEY: card.to_json()})
