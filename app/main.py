@@ -63,9 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if grpc_server is not None:
             await grpc_server.stop(GRACE_S)
-        loading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loading
+        # Not cancelled: its thread would run on and log after the shutdown. It stops at its next step.
+        registry.stop_loading()
+        await loading
         await reloader.stop()
         await registry.close()
         plane.close()
