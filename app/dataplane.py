@@ -22,6 +22,7 @@ from app.batching import BatchOutcome
 from app.config import Settings
 from app.errors import (
     DeadlineExceeded,
+    DeadlineUnreachable,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
@@ -113,6 +114,7 @@ class _Clock:
 
 _FAILURE_REASONS: list[tuple[type[ServiceError], str]] = [
     (QueueFull, "REJECTED"),
+    (DeadlineUnreachable, "REJECTED"),
     (Overloaded, "REJECTED"),
     (DeadlineExceeded, "TIMEOUT"),
     (InferenceFailed, "BACKEND"),
@@ -421,8 +423,8 @@ class DataPlane:
     async def run_rows(self, entry: ModelEntry, rows: np.ndarray, deadline: float) -> BatchOutcome:
         """Run rows a client preprocessed itself, (N, H, W, 3) uint8, through the model's batcher.
 
-        N rows take N slots, as N uploaded images would. Raises `QueueFull` at once, or
-        `DeadlineExceeded` at `deadline` (monotonic seconds).
+        N rows take N slots, as N uploaded images would. Raises `QueueFull` or `DeadlineUnreachable`
+        at once, or `DeadlineExceeded` at `deadline` (monotonic seconds).
         """
         assert entry.batcher is not None
         with self._tracked(entry), entry.batcher.reserve(len(rows), deadline) as reservation:

@@ -36,7 +36,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body or image too large",
         415: "not an image, or not a supported content type",
         422: "invalid parameters, corrupt or truncated image, bad boxes",
-        503: "queue full or model not ready (see Retry-After)",
+        503: "overloaded, queue_full, deadline_unreachable (the work ahead would make the request miss "
+        "its deadline) or model_not_ready; see Retry-After",
         504: "the request's deadline passed",
     }.items()
 }
