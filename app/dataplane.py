@@ -112,6 +112,22 @@ class _Clock:
         )
 
 
+def answer_format(output: ImageFormat | None, overlay: bool) -> ImageFormat:
+    """The answer's format: `format` as given; without it an image (PNG) for an overlay, else JSON.
+
+    `format=json` with `overlay=true` asks for two answers at once (the drawing is an image, the
+    JSON carries the result and, for segmentation, the mask): refused rather than one picked.
+    """
+    if output == "json" and overlay:
+        raise InvalidInput(
+            "overlay=true answers an image (PNG, or JPEG with format=jpeg) and format=json answers "
+            "JSON: leave out one of them"
+        )
+    if output is None:
+        return "png" if overlay else "json"
+    return output
+
+
 _FAILURE_REASONS: list[tuple[type[ServiceError], str]] = [
     (QueueFull, "REJECTED"),
     (DeadlineUnreachable, "REJECTED"),
@@ -255,9 +271,10 @@ class DataPlane:
     # -- segmentation ----------------------------------------------------------------------------
 
     async def segment(
-        self, images: list[bytes], model: str | None, output: ImageFormat, overlay: bool
+        self, images: list[bytes], model: str | None, format: ImageFormat | None, overlay: bool
     ) -> SegmentResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
+        output = answer_format(format, overlay)
         entry, card = self._model(model, "segmentation")
         pipeline = SegmentationPipeline(card, self.settings.max_image_pixels)
         if output == "jpeg" and not overlay:
@@ -295,10 +312,11 @@ class DataPlane:
         score_threshold: float | None,
         iou_threshold: float | None,
         max_detections: int | None,
-        output: ImageFormat,
+        format: ImageFormat | None,
         overlay: bool,
     ) -> DetectResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
+        output = answer_format(format, overlay)
         entry, card = self._model(model, "detection")
         pipeline = DetectionPipeline(card, self.settings.max_image_pixels)
         limits = pipeline.thresholds(score_threshold, iou_threshold, max_detections)
@@ -335,11 +353,12 @@ class DataPlane:
         images: list[bytes],
         model: str | None,
         boxes_json: str | None,
-        output: ImageFormat,
+        format: ImageFormat | None,
         overlay: bool,
         detect_people: bool = True,
     ) -> PoseResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
+        output = answer_format(format, overlay)
         entry, card = self._model(model, "pose")
         pipeline = PosePipeline(card, self.settings.max_image_pixels, self.settings.pose_flip_test)
         self._check_count(images, "pose")

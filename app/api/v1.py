@@ -25,7 +25,15 @@ ModelParam = Annotated[
     str | None, Query(description="model name (GET /v1/models); default: the task's configured default")
 ]
 OverlayParam = Annotated[
-    bool, Query(description="answer the image with the result drawn on it (PNG, or JPEG with format=jpeg)")
+    bool,
+    Query(description="answer the image with the result drawn on it (PNG, or JPEG with format=jpeg)"),
+]
+FormatParam = Annotated[
+    ImageFormat | None,
+    Query(
+        description="json (the default), or png/jpeg for the drawn image (png is the default with "
+        "overlay=true; json with overlay=true is 422)"
+    ),
 ]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -103,11 +111,12 @@ async def segment(
     file: FilesParam = None,
     model: ModelParam = None,
     format: Annotated[
-        ImageFormat,
+        ImageFormat | None,
         Query(
-            description="json: classes and a base64 mask PNG; png: the mask PNG (pixel value = class index)"
+            description="json (the default): classes and a base64 mask PNG; png: the mask PNG (pixel "
+            "value = class index); with overlay=true png (the default) or jpeg; json with overlay=true is 422"
         ),
-    ] = "json",
+    ] = None,
     overlay: OverlayParam = False,
 ) -> Any:
     images = await read_images(request, file)
@@ -142,7 +151,7 @@ async def detect(
     max_detections: Annotated[
         int | None, Query(ge=1, le=1000, description="most objects per image; default the model's (200)")
     ] = None,
-    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    format: FormatParam = None,
     overlay: OverlayParam = False,
 ) -> Any:
     images = await read_images(request, file)
@@ -175,7 +184,7 @@ async def estimate_pose(
         str | None, Query(alias="boxes", description="the same boxes as a query parameter (raw-body uploads)")
     ] = None,
     model: ModelParam = None,
-    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    format: FormatParam = None,
     overlay: OverlayParam = False,
     detect: Annotated[
         bool,
