@@ -175,13 +175,18 @@ async def estimate_pose(
     boxes: Annotated[
         str | None,
         Form(
-            description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels; "
-            "left empty: none given (an HTML form, Swagger UI's too, sends an unfilled field as empty)",
+            description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels; `[]`: "
+            "nobody to look at (no people, neither model runs); an empty box (under a pixel wide or "
+            "high) is 422. Left empty: none given (an HTML form, Swagger UI's too, sends an unfilled "
+            "field as empty): the detector finds the people, or with detect=false the whole image is one",
             examples=["[[10, 20, 200, 400]]"],  # Swagger UI would otherwise prefill "string"
         ),
     ] = None,
     boxes_query: Annotated[
-        str | None, Query(alias="boxes", description="the same boxes as a query parameter (raw-body uploads)")
+        str | None,
+        Query(
+            alias="boxes", description="the same boxes as a query parameter (raw-body uploads); `[]`: nobody"
+        ),
     ] = None,
     model: ModelParam = None,
     format: FormatParam = None,
