@@ -356,6 +356,7 @@ class DataPlane:
         format: ImageFormat | None,
         overlay: bool,
         detect_people: bool = True,
+        keypoint_threshold: float = pose_task.DRAW_THRESHOLD,
     ) -> PoseResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
         output = answer_format(format, overlay)
@@ -397,7 +398,7 @@ class DataPlane:
                     ]
             if wants_image:
                 content = await self._in_pool(
-                    clock.deadline, pipeline.image, decoded, found, output, answer=True
+                    clock.deadline, pipeline.image, decoded, found, output, keypoint_threshold, answer=True
                 )
                 return ImageAnswer(content, output, entry.name, card.version, clock.timing(outcome))
         return PoseResponse(
@@ -408,6 +409,7 @@ class DataPlane:
             detector=detector.name if detector is not None else None,
             people=found,
             skeleton=pipeline.skeleton(),
+            keypoint_threshold=keypoint_threshold,
             timing=clock.timing(outcome),
         )
 

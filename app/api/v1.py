@@ -18,6 +18,7 @@ from app.schemas import (
 )
 from contract.card import ModelCard
 from contract.pipelines import ImageFormat
+from contract.tasks.pose import DRAW_THRESHOLD
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -198,8 +199,17 @@ async def estimate_pose(
             "loaded; false: the whole image is one person"
         ),
     ] = True,
+    keypoint_threshold: Annotated[
+        float,
+        Query(
+            ge=0.0,
+            description="the drawn image (overlay=true, format=png|jpeg) shows the keypoints scoring at "
+            "least this (heatmap peaks), and the limbs between them; the JSON lists every keypoint and "
+            "echoes the figure for clients that draw (the demo page does). Default: mmpose's kpt_thr",
+        ),
+    ] = DRAW_THRESHOLD,
 ) -> Any:
     images = await read_images(request, file)
     given = boxes if boxes is not None and boxes.strip() else boxes_query
-    answer = await plane.pose(images, model, given, format, overlay, detect)
+    answer = await plane.pose(images, model, given, format, overlay, detect, keypoint_threshold)
     return _as_response(answer) if isinstance(answer, ImageAnswer) else answer
