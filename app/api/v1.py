@@ -45,8 +45,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body or image too large",
         415: "not an image, or not a supported content type",
         422: "invalid parameters, corrupt or truncated image, bad boxes",
-        503: "overloaded, queue_full, deadline_unreachable (the work ahead would make the request miss "
-        "its deadline) or model_not_ready; see Retry-After",
+        500: "inference_failed: session.run failed on this request's batch (the next batch runs); "
+        "internal_error: a bug",
+        503: "queue_full, deadline_unreachable, model_not_ready or overloaded; see Retry-After",
         504: "the request's deadline passed",
     }.items()
 }
