@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     trt_fp16: bool = Field(default=False, description="let TensorRT run in float16 (with TENSORRT=true)")
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
-        description="batch sizes run once at load; empty = 1 and MAX_BATCH_SIZE on CPU, every size up to it on CUDA",
+        description="batch sizes run once at load, each at most the model's largest batch (MAX_BATCH_SIZE, "
+        "less where MAX_BATCH_PIXELS caps it, divided among INFERENCE_RUNS: 4 for the default 8 and 2 runs on "
+        "the CPU); empty = 1 and that largest batch on the CPU, every size up to it on CUDA",
     )
 
     # Batching
