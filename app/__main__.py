@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"unexpected arguments {args}; configure with environment variables (see --help)")
     from app.main import create_app
     from app.observability import configure_logging
+    from app.runtime import DeviceUnavailable, plan_device
     from app.shutdown import listen, serve
 
     try:
@@ -55,9 +56,11 @@ def main(argv: list[str] | None = None) -> None:
             "set PORT (or HOST) to a free address"
         )
     try:
-        serve(
-            create_app(settings), settings, listener
-        )  # drains on SIGTERM (SHUTDOWN_DRAIN_S, SHUTDOWN_GRACE_S)
+        plan = plan_device(settings)  # logs the provider the sessions use, and why
+    except DeviceUnavailable as exc:
+        sys.exit(f"{exc}; DEVICE=auto or DEVICE=cpu serves on the CPU")
+    try:  # drains on SIGTERM (SHUTDOWN_DRAIN_S, SHUTDOWN_GRACE_S)
+        serve(create_app(settings, plan), settings, listener)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: no traceback
         sys.exit(130)
 
