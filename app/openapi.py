@@ -25,7 +25,7 @@ _DEFAULT_422 = "#/components/schemas/HTTPValidationError"
 
 # Answered on any request by the connection layer (app.connections) or the error handlers.
 _EVERY_REQUEST = {
-    "400": "bad_request: bytes that are not HTTP, or a multipart body that cannot be parsed",
+    "400": "bad_request: bytes that are not HTTP (answered by the connection layer)",
     "408": "request_timeout: the request's head took over HEADER_TIMEOUT_S, or its body was not in "
     "within REQUEST_TIMEOUT_MS; the connection is closed",
     "431": "header_too_large: the request's head is over MAX_HEADER_BYTES; the connection is closed",

@@ -40,7 +40,8 @@ FormatParam = Annotated[
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
     for code, description in {
-        400: "the model does another task",
+        400: "wrong_task: the model does another task; bad_request: a multipart body that cannot be "
+        "parsed, or bytes that are not HTTP",
         404: "unknown model",
         413: "body or image too large",
         415: "not an image, or not a supported content type",
