@@ -5,7 +5,9 @@ from __future__ import annotations
 import ctypes
 import sys
 
-from app.config import Settings, settings_help
+from pydantic import ValidationError
+
+from app.config import Settings, settings_error, settings_help
 
 MMAP_THRESHOLD_BYTES = 1 << 20
 
@@ -37,12 +39,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"unexpected arguments {args}; configure with environment variables (see --help)")
     from app.main import create_app
     from app.observability import configure_logging
-    from app.shutdown import serve
+    from app.runtime import DeviceUnavailable, plan_device
+    from app.shutdown import listen, serve
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # one line per bad setting, not pydantic's traceback
+        sys.exit(settings_error(exc))
     give_back_large_allocations()
     configure_logging(settings.log_level, settings.log_format)  # JSON lines by default
-    serve(create_app(settings), settings)  # drains on SIGTERM (SHUTDOWN_DRAIN_S, SHUTDOWN_GRACE_S)
+    try:
+        listener = listen(settings)  # before any model loads: a taken port is said at once
+    except OSError as exc:
+        sys.exit(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+            "set PORT (or HOST) to a free address"
+        )
+    try:
+        plan = plan_device(settings)  # logs the provider the sessions use, and why
+    except DeviceUnavailable as exc:
+        sys.exit(f"{exc}; DEVICE=auto or DEVICE=cpu serves on the CPU")
+    try:  # drains on SIGTERM (SHUTDOWN_DRAIN_S, SHUTDOWN_GRACE_S)
+        serve(create_app(settings, plan), settings, listener)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: no traceback
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ Policy, kept apart from batch forming as in Triton's scheduler:
   decoded. Reserved plus queued slots are capped by `max_queue_size`; past it `reserve` raises
   `QueueFull` at once. An empty queue admits any request, so a request larger than the cap is
   not refused forever. Given the request's deadline, `reserve` also refuses a request that the
-  batches already ahead of it (at the recent time per batch) would make miss it: a 503 now
-  instead of a 504 after the wait, and no decoding spent on it.
+  batches already ahead of it (at the recent time per batch) would make miss it, full queue or
+  not (`DeadlineUnreachable`): a 503 now instead of a 504 after the wait, and no decoding spent
+  on it.
 - Forming: when the runner is free it takes what is queued (oldest first, then any later chunk
   that still fits). It waits for more only while the batch has room, a reserved request that
   would fit is still being decoded, the oldest request has waited less than `max_queue_delay`,
@@ -38,7 +39,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull
+from app.errors import DeadlineExceeded, DeadlineUnreachable, InferenceFailed, ModelNotReady, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -256,11 +257,34 @@ class DynamicBatcher:
         batches = math.ceil((self._waiting_slots + slots) / self.max_batch_size) + len(self._running)
         return math.ceil(batches / self.runs) * self._batch_seconds
 
+    def _unreachable(self, slots: int, expected: float, remaining: float) -> DeadlineUnreachable:
+        """The refusal of a request the work ahead would make miss its deadline.
+
+        Retry-After is the estimated time until the work running and queued now is done (not a
+        1 s that would meet the same queue); where the request would miss its deadline even on an
+        idle model, the message says that waiting does not help.
+        """
+        ahead = self.expected_seconds(0)
+        retry = max(1, math.ceil(ahead))
+        alone = 1.25 * math.ceil(math.ceil(slots / self.max_batch_size) / self.runs) * self._batch_seconds
+        advice = (
+            f"even on an idle model it needs about {alone:.1f} s: send fewer images or boxes, or allow "
+            "more time (REQUEST_TIMEOUT_MS)"
+            if alone >= remaining
+            else f"the work ahead of it takes about {ahead:.1f} s: retry in {retry} s"
+        )
+        return DeadlineUnreachable(
+            f"model {self.name} would answer in about {expected:.1f} s, after the request's deadline "
+            f"({remaining:.1f} s left); {advice}",
+            headers={"Retry-After": str(retry)},
+        )
+
     def reserve(self, slots: int, deadline: float | None = None) -> Reservation:
         """Hold `slots` rows for a request about to be decoded. Raises `QueueFull` at once.
 
-        With `deadline` (monotonic seconds), a request that the work already queued would make
-        miss it is refused now (503 with Retry-After) rather than answered 504 at its deadline.
+        With `deadline` (monotonic seconds), a request that the work already queued or running
+        would make miss it is refused now (`DeadlineUnreachable`, 503 with Retry-After) rather
+        than answered 504 at its deadline.
         """
         if self._closed:
             raise self._shutting_down()
@@ -277,12 +301,7 @@ class DynamicBatcher:
             # Run times vary ±20–30 % on a shared CPU: refuse a little early rather than time out.
             remaining, expected = deadline - time.monotonic(), 1.25 * self.expected_seconds(slots)
             if 0 < remaining < expected:  # a deadline already past is the 504's business
-                retry = self.retry_after_s()
-                raise QueueFull(
-                    f"model {self.name} would answer in about {expected:.1f} s, after the request's "
-                    f"deadline ({remaining:.1f} s left; REQUEST_TIMEOUT_MS); retry in {retry} s",
-                    headers={"Retry-After": str(retry)},
-                )
+                raise self._unreachable(slots, expected, remaining)
         full, rest = divmod(slots, self.max_batch_size)
         reservation = Reservation(self, [self.max_batch_size] * full + ([rest] if rest else []))
         self._reserved_chunks.update(reservation.chunk_sizes)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contract import repository
@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     trt_fp16: bool = Field(default=False, description="let TensorRT run in float16 (with TENSORRT=true)")
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
-        description="batch sizes run once at load; empty = 1 and MAX_BATCH_SIZE on CPU, every size up to it on CUDA",
+        description="batch sizes run once at load, each at most the model's largest batch (MAX_BATCH_SIZE, "
+        "less where MAX_BATCH_PIXELS caps it, divided among INFERENCE_RUNS: 4 for the default 8 and 2 runs on "
+        "the CPU); empty = 1 and that largest batch on the CPU, every size up to it on CUDA",
     )
 
     # Batching
@@ -255,7 +257,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _warmup_within_batch(self) -> Settings:
         if any(size < 1 or size > self.max_batch_size for size in self.warmup_batch_sizes):
-            raise ValueError("WARMUP_BATCH_SIZES must lie between 1 and MAX_BATCH_SIZE")
+            sizes = ",".join(map(str, self.warmup_batch_sizes))
+            raise ValueError(
+                f"WARMUP_BATCH_SIZES={sizes} must lie between 1 and MAX_BATCH_SIZE={self.max_batch_size}"
+            )
         if self.cuda_graphs and not self.io_binding:
             raise ValueError("CUDA_GRAPHS needs IO_BINDING=true (a graph replays fixed device buffers)")
         return self
@@ -280,4 +285,45 @@ def settings_help() -> str:
         if isinstance(default, list):
             default = ",".join(str(v) for v in default)
         lines.append(f"  {name.upper()}={default}\n      {field.description or ''}")
+    return "\n".join(lines)
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", Path: "a path"}
+
+
+def allowed_values(name: str) -> str:
+    """What the setting `name` takes, for a person: `one of auto, cuda, cpu`, `an integer ≥ 1`."""
+    field = Settings.model_fields[name]
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(option) for option in get_args(annotation))
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        return f"a comma-separated list of {'integers' if item is int else 'names'}"
+    kind = _KINDS.get(annotation, str(annotation))  # type: ignore[arg-type]
+    bounds = [
+        f"{symbol} {getattr(rule, attribute)}"
+        for rule in field.metadata
+        for attribute, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+        if getattr(rule, attribute, None) is not None
+    ]
+    return f"{kind} {' and '.join(bounds)}" if bounds else kind
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line per bad setting: its variable, the value given and what it takes (for `python -m app`)."""
+    lines = []
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if not loc or str(loc[0]) not in Settings.model_fields:  # a check across settings
+            lines.append(f"invalid settings: {message}")
+            continue
+        name, value = str(loc[0]), error.get("input")
+        item = f" (item {loc[1]})" if len(loc) > 1 else ""
+        why = f"{message}; " if error.get("type") == "value_error" else ""  # a validator's own words
+        lines.append(
+            f"invalid setting {name.upper()}={repr(value)[:200]}{item}: {why}allowed: "
+            f"{allowed_values(name)} (see python -m app --help)"
+        )
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from app.batching import BatchOutcome
 from app.config import Settings
 from app.errors import (
     DeadlineExceeded,
+    DeadlineUnreachable,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
@@ -111,8 +112,25 @@ class _Clock:
         )
 
 
+def answer_format(output: ImageFormat | None, overlay: bool) -> ImageFormat:
+    """The answer's format: `format` as given; without it an image (PNG) for an overlay, else JSON.
+
+    `format=json` with `overlay=true` asks for two answers at once (the drawing is an image, the
+    JSON carries the result and, for segmentation, the mask): refused rather than one picked.
+    """
+    if output == "json" and overlay:
+        raise InvalidInput(
+            "overlay=true answers an image (PNG, or JPEG with format=jpeg) and format=json answers "
+            "JSON: leave out one of them"
+        )
+    if output is None:
+        return "png" if overlay else "json"
+    return output
+
+
 _FAILURE_REASONS: list[tuple[type[ServiceError], str]] = [
     (QueueFull, "REJECTED"),
+    (DeadlineUnreachable, "REJECTED"),
     (Overloaded, "REJECTED"),
     (DeadlineExceeded, "TIMEOUT"),
     (InferenceFailed, "BACKEND"),
@@ -253,9 +271,10 @@ class DataPlane:
     # -- segmentation ----------------------------------------------------------------------------
 
     async def segment(
-        self, images: list[bytes], model: str | None, output: ImageFormat, overlay: bool
+        self, images: list[bytes], model: str | None, format: ImageFormat | None, overlay: bool
     ) -> SegmentResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
+        output = answer_format(format, overlay)
         entry, card = self._model(model, "segmentation")
         pipeline = SegmentationPipeline(card, self.settings.max_image_pixels)
         if output == "jpeg" and not overlay:
@@ -293,10 +312,11 @@ class DataPlane:
         score_threshold: float | None,
         iou_threshold: float | None,
         max_detections: int | None,
-        output: ImageFormat,
+        format: ImageFormat | None,
         overlay: bool,
     ) -> DetectResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
+        output = answer_format(format, overlay)
         entry, card = self._model(model, "detection")
         pipeline = DetectionPipeline(card, self.settings.max_image_pixels)
         limits = pipeline.thresholds(score_threshold, iou_threshold, max_detections)
@@ -333,11 +353,13 @@ class DataPlane:
         images: list[bytes],
         model: str | None,
         boxes_json: str | None,
-        output: ImageFormat,
+        format: ImageFormat | None,
         overlay: bool,
         detect_people: bool = True,
+        keypoint_threshold: float = pose_task.DRAW_THRESHOLD,
     ) -> PoseResponse | ImageAnswer:
         clock = _Clock(self.settings.request_timeout_ms)
+        output = answer_format(format, overlay)
         entry, card = self._model(model, "pose")
         pipeline = PosePipeline(card, self.settings.max_image_pixels, self.settings.pose_flip_test)
         self._check_count(images, "pose")
@@ -376,7 +398,7 @@ class DataPlane:
                     ]
             if wants_image:
                 content = await self._in_pool(
-                    clock.deadline, pipeline.image, decoded, found, output, answer=True
+                    clock.deadline, pipeline.image, decoded, found, output, keypoint_threshold, answer=True
                 )
                 return ImageAnswer(content, output, entry.name, card.version, clock.timing(outcome))
         return PoseResponse(
@@ -387,6 +409,7 @@ class DataPlane:
             detector=detector.name if detector is not None else None,
             people=found,
             skeleton=pipeline.skeleton(),
+            keypoint_threshold=keypoint_threshold,
             timing=clock.timing(outcome),
         )
 
@@ -421,8 +444,8 @@ class DataPlane:
     async def run_rows(self, entry: ModelEntry, rows: np.ndarray, deadline: float) -> BatchOutcome:
         """Run rows a client preprocessed itself, (N, H, W, 3) uint8, through the model's batcher.
 
-        N rows take N slots, as N uploaded images would. Raises `QueueFull` at once, or
-        `DeadlineExceeded` at `deadline` (monotonic seconds).
+        N rows take N slots, as N uploaded images would. Raises `QueueFull` or `DeadlineUnreachable`
+        at once, or `DeadlineExceeded` at `deadline` (monotonic seconds).
         """
         assert entry.batcher is not None
         with self._tracked(entry), entry.batcher.reserve(len(rows), deadline) as reservation:

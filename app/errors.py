@@ -92,6 +92,14 @@ class QueueFull(ServiceError):
     status, code = 503, "queue_full"
 
 
+class DeadlineUnreachable(ServiceError):
+    """The work already ahead of a request would make it miss its deadline, whether or not the queue
+    is full: refused at once (503) instead of a 504 after the wait, with Retry-After the estimated
+    seconds until that work is done."""
+
+    status, code = 503, "deadline_unreachable"
+
+
 class Overloaded(ServiceError):
     """Past MAX_CONCURRENT_REQUESTS or MAX_INFLIGHT_BYTES: 503, with Retry-After."""
 

@@ -20,7 +20,7 @@ from app.observability import REQUEST_ID_HEADER, RequestContextMiddleware
 from app.openapi import install_openapi
 from app.registry import ModelRegistry
 from app.reload import ModelReloader
-from app.runtime import plan_device
+from app.runtime import DevicePlan, plan_device
 from app.security import ApiKeyMiddleware
 from app.traffic import AdmissionMiddleware, CancelOnDisconnectMiddleware, ContentEncodingMiddleware
 
@@ -41,7 +41,9 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, plan: DevicePlan | None = None) -> FastAPI:
+    """The service. `plan`: the execution providers, settled already (`python -m app` does, to
+    refuse DEVICE=cuda without CUDA in one line); without it the start settles them."""
     settings = settings or Settings()
     metrics = Metrics()
     registry = ModelRegistry(settings, metrics)
@@ -50,9 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        plan = plan_device(settings)  # DEVICE=cuda without CUDA stops the start here
+        # DEVICE=cuda without CUDA stops the start here
+        device = plan if plan is not None else plan_device(settings)
         registry.discover()
-        loading = asyncio.create_task(registry.load_all(plan))  # /readyz says 503 until it is done
+        loading = asyncio.create_task(registry.load_all(device))  # /readyz says 503 until it is done
         loading.add_done_callback(lambda _: settle_heap())
         reloader.start()  # polls the repository every RELOAD_INTERVAL_S (0 = off)
         grpc_server = None
@@ -63,9 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if grpc_server is not None:
             await grpc_server.stop(GRACE_S)
-        loading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loading
+        # Not cancelled: its thread would run on and log after the shutdown. It stops at its next step.
+        registry.stop_loading()
+        await loading
         await reloader.stop()
         await registry.close()
         plane.close()

@@ -1,11 +1,14 @@
 """The OpenAPI document says every status a route can answer, in the shape it really has.
 
-FastAPI documents what the routes declare; the middleware answers more, before any route runs:
-413 (MAX_BODY_BYTES) and 415 (a compressed body) on every operation that takes a body, 503
-(MAX_CONCURRENT_REQUESTS) on every operation the concurrency limit covers, 401/403 where a key
-is needed. FastAPI's default 422 (`HTTPValidationError`, `{"detail": [...]}`) is replaced by the
-error shape the service really answers. Checked by fuzzing the API from this document
-(tests/app/test_fuzz.py).
+FastAPI documents what the routes declare; the layers around them answer more, before any route
+runs: the connection layer (app.connections) 400 for bad HTTP, 408 for a slow head and 431 for a
+large one on every operation; the middleware 408 (a slow body), 413 (MAX_BODY_BYTES) and 415 (a
+compressed body) on every operation that takes a body, 503 (MAX_CONCURRENT_REQUESTS,
+MAX_INFLIGHT_BYTES) on every operation those limits cover, 401/403 where a key is needed; the
+error handlers 500 for a bug anywhere. The batchers' 503s (queue_full, deadline_unreachable,
+model_not_ready) are named on the operations that run a model. FastAPI's default 422
+(`HTTPValidationError`, `{"detail": [...]}`) is replaced by the error shape the service really
+answers. Checked by fuzzing the API from this document (tests/app/test_fuzz.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,28 @@ from app.security import access_for
 from app.traffic import is_unlimited
 
 _DEFAULT_422 = "#/components/schemas/HTTPValidationError"
+
+# Answered on any request by the connection layer (app.connections) or the error handlers.
+_EVERY_REQUEST = {
+    "400": "bad_request: bytes that are not HTTP (answered by the connection layer)",
+    "408": "request_timeout: the request's head took over HEADER_TIMEOUT_S, or its body was not in "
+    "within REQUEST_TIMEOUT_MS; the connection is closed",
+    "431": "header_too_large: the request's head is over MAX_HEADER_BYTES; the connection is closed",
+    "500": "internal_error: a bug (logged with the request ID)",
+}
+# 408 and 431 are written before the request's path is known: always the service's error shape.
+_SERVICE_SHAPED = {"408", "431"}
+_OVERLOADED = "overloaded: MAX_CONCURRENT_REQUESTS or MAX_INFLIGHT_BYTES reached; see Retry-After"
+_MODEL_503 = (
+    "queue_full (MAX_QUEUE_SIZE); deadline_unreachable (the work ahead would make the request miss "
+    "its deadline); model_not_ready (loading, unloaded, failed, or shutting down); " + _OVERLOADED
+)
+_NOT_READY = "not ready: a model not loaded (loading or failed), or shutting down (from SIGTERM on)"
+_MODEL_RUNS = ("/v1/classify", "/v1/segment", "/v1/detect", "/v1/pose")
+
+
+def _runs_a_model(path: str, method: str) -> bool:
+    return method == "post" and (path in _MODEL_RUNS or path.endswith("/infer"))
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -68,17 +93,30 @@ def complete(schema: dict[str, Any], settings: Settings) -> None:
         error = _error_content(operation, service_error)
         default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
         if default_422.get("schema", {}).get("$ref") == _DEFAULT_422:
-            responses["422"] = {"description": "invalid parameters", "content": error}
+            if path.startswith("/v2"):  # the protocol answers a bad request 400 (app.api.v2)
+                del responses["422"]
+                responses.setdefault("400", {"description": "invalid request", "content": error})
+            else:
+                responses["422"] = {"description": "invalid parameters", "content": error}
         if "requestBody" in operation:
             responses.setdefault("413", {"description": "body too large (MAX_BODY_BYTES)", "content": error})
             responses.setdefault(
                 "415", {"description": "unsupported content type or encoding", "content": error}
             )
-        if not is_unlimited(path):
-            responses.setdefault(
-                "503",
-                {"description": "overloaded (MAX_CONCURRENT_REQUESTS); see Retry-After", "content": error},
-            )
+        for status, description in _EVERY_REQUEST.items():
+            content = service_error if status in _SERVICE_SHAPED else error
+            responses.setdefault(status, {"description": description, "content": content})
+        if _runs_a_model(path, method):
+            responses.setdefault("503", {"content": error})["description"] = _MODEL_503
+        elif is_unlimited(path):
+            if responses.get("503", {}).get("description") == "Service Unavailable":  # FastAPI's text
+                responses["503"]["description"] = _NOT_READY
+        else:
+            declared = responses.setdefault("503", {"description": _OVERLOADED, "content": error})
+            if "overloaded" not in declared.get("description", ""):  # the route's own 503, and the limits'
+                own = declared.get("description") or "model_not_ready"
+                own = "model_not_ready" if own == "Service Unavailable" else own  # FastAPI's default text
+                declared["description"] = f"{own}; or {_OVERLOADED}"
         _document_security(operation, path, method, settings, error)
         _require_uploaded_files(operation, schema, 1 if path == "/v1/pose" else settings.max_images)
     if settings.api_keys or settings.admin_api_keys:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 class ModelLoadError(RuntimeError):
     """Why one model cannot be served (shown in the log and by /readyz)."""
+
+
+class LoadStopped(ModelLoadError):
+    """The service is shutting down: a load in progress stops at its next step (`stop_loading`)."""
 
 
 @dataclass(eq=False)
@@ -108,6 +113,17 @@ class ModelRegistry:
         self.entries: dict[str, ModelEntry] = {}
         self.problems: list[str] = []
         self.plan: DevicePlan | None = None
+        # Set at shutdown: a load running on its thread (which cannot be cancelled) stops at its next
+        # step, so that no "model loaded" line follows "Application shutdown complete".
+        self._stopping = threading.Event()
+
+    def stop_loading(self) -> None:
+        """Make loads in progress stop at their next step (session opened, each warm-up run)."""
+        self._stopping.set()
+
+    def _check_stopping(self, entry: ModelEntry) -> None:
+        if self._stopping.is_set():
+            raise LoadStopped(f"loading {entry.name} stopped: the service is shutting down")
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -154,8 +170,9 @@ class ModelRegistry:
     def load_one(self, entry: ModelEntry, plan: DevicePlan) -> float:
         """Verify, open and warm up one model (blocking). Returns seconds per run at the largest size.
 
-        Raises `ModelLoadError` with a reason a person can act on.
+        Raises `ModelLoadError` with a reason a person can act on, `LoadStopped` after `stop_loading`.
         """
+        self._check_stopping(entry)
         started = time.perf_counter()
         card_path, onnx_path = entry.path / CARD_FILE, entry.path / MODEL_FILE
         if not card_path.is_file():
@@ -179,6 +196,7 @@ class ModelRegistry:
             session = create_session(onnx_path, self.settings, plan, profile)
         except Exception as exc:
             raise ModelLoadError(f"ONNX Runtime cannot open {onnx_path}: {exc}") from exc
+        self._check_stopping(entry)
         entry.session = session
         entry.output_names = [output.name for output in card.outputs]
         s = self.settings
@@ -192,9 +210,11 @@ class ModelRegistry:
         loaded = time.perf_counter()
         entry.runs = inference_runs(s, card, plan.uses_cuda)
         entry.rows_per_run = rows_per_run(s, card, entry.runs)
-        seconds = {
-            size: self._warm_up(entry, card, size) for size in self.warmup_sizes(plan, entry.rows_per_run)
-        }
+        seconds = {}
+        for size in self.warmup_sizes(plan, entry.rows_per_run):
+            self._check_stopping(entry)
+            seconds[size] = self._warm_up(entry, card, size)
+        self._check_stopping(entry)
         entry.provider = session.get_providers()[0]
         entry.load_seconds = time.perf_counter() - started
         logger.info(
@@ -232,6 +252,10 @@ class ModelRegistry:
         for entry in pending:
             try:
                 run_seconds = await asyncio.to_thread(self.load_one, entry, plan)
+            except LoadStopped as exc:
+                entry.session = None
+                logger.info("%s", exc)
+                return
             except ModelLoadError as exc:
                 entry.session = None
                 entry.fail(str(exc))

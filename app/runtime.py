@@ -3,11 +3,17 @@
 `onnxruntime-gpu` lists CUDA in `get_available_providers()` even without a GPU (that list describes
 the build), so the device is settled once at start by opening a tiny probe graph and reading
 `session.get_providers()`: asking for CUDA on every model load would log the same failure each time.
+The probe runs with ONNX Runtime's own logging silenced (on a machine without CUDA it printed three
+red and yellow lines, `libcublasLt.so...: cannot open shared object file` among them, before the
+service's line); the service logs one line instead: the provider its sessions use, and why.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,9 @@ _PROBE_MODEL = bytes.fromhex(
 )
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
+
+# ONNX Runtime's severities: 0 verbose, 1 info, 2 warning (its default), 3 error, 4 fatal.
+_ORT_DEFAULT_SEVERITY, _ORT_FATAL = 2, 4
 
 
 class DeviceUnavailable(RuntimeError):
@@ -105,29 +114,61 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     return options
 
 
+@contextlib.contextmanager
+def _ort_quiet() -> Iterator[None]:
+    """Silence ONNX Runtime's default logger (where a provider's load failure is printed) meanwhile.
+
+    A session's own `log_severity_level` does not reach those lines: they go to the default logger.
+    """
+    ort.set_default_logger_severity(_ORT_FATAL)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
+
+
+def _probe(settings: Settings, providers: list[ProviderSpec]) -> list[str]:
+    """The providers a tiny session actually gets when it asks for `providers`, quietly."""
+    with _ort_quiet():
+        probe = ort.InferenceSession(
+            _PROBE_MODEL, sess_options=session_options(settings), providers=providers
+        )
+    return list(probe.get_providers())
+
+
+def _cuda_failure() -> str:
+    """Why the CUDA provider did not load, in a few words: the library it misses, where it can tell."""
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if library.is_file():
+        try:
+            ctypes.CDLL(str(library))
+        except OSError as exc:  # e.g. "libcublasLt.so.13: cannot open shared object file: ..."
+            return f"CUDA libraries missing ({exc})"
+    return "no usable GPU, or CUDA/cuDNN libraries missing"
+
+
 def plan_device(settings: Settings) -> DevicePlan:
-    """Settle the execution providers once. Raises `DeviceUnavailable` for DEVICE=cuda without CUDA."""
+    """Settle the execution providers once. Raises `DeviceUnavailable` for DEVICE=cuda without CUDA.
+
+    Logs one line: which provider the sessions use, and why.
+    """
     if settings.device == "cpu":
+        logger.info("device cpu: sessions use %s (DEVICE=cpu)", CPU)
         return DevicePlan([CPU], uses_cuda=False)
     cuda: ProviderSpec = (CUDA, cuda_options(settings))
     reason = ""
     if CUDA not in ort.get_available_providers():
         reason = "this onnxruntime build has no CUDA execution provider"
-    else:
-        probe = ort.InferenceSession(
-            _PROBE_MODEL, sess_options=session_options(settings), providers=[cuda, CPU]
-        )
-        if CUDA not in probe.get_providers():
-            reason = (
-                "the CUDA execution provider failed to initialise (no GPU, or CUDA/cuDNN libraries missing)"
-            )
+    elif CUDA not in _probe(settings, [cuda, CPU]):
+        reason = f"the CUDA execution provider failed to initialise: {_cuda_failure()}"
     if not reason and settings.tensorrt:
         return _plan_tensorrt(settings, cuda)
     if not reason:
+        logger.info("device %s: sessions use %s on GPU %d", settings.device, CUDA, settings.cuda_device_id)
         return DevicePlan([cuda, CPU], uses_cuda=True)
     if settings.device == "cuda":
         raise DeviceUnavailable(f"DEVICE=cuda but {reason}")
-    logger.info("device auto: %s; sessions use the CPU", reason)
+    logger.info("device auto: sessions use %s, as %s", CPU, reason)
     return DevicePlan([CPU], uses_cuda=False)
 
 
@@ -138,10 +179,10 @@ def _plan_tensorrt(settings: Settings, cuda: ProviderSpec) -> DevicePlan:
         return DevicePlan([cuda, CPU], uses_cuda=True)
     settings.trt_engine_cache.mkdir(parents=True, exist_ok=True)
     providers: list[ProviderSpec] = [(TENSORRT, tensorrt_options(settings)), cuda, CPU]
-    probe = ort.InferenceSession(_PROBE_MODEL, sess_options=session_options(settings), providers=providers)
-    if TENSORRT not in probe.get_providers():
+    if TENSORRT not in _probe(settings, providers):
         logger.warning("TENSORRT=true but the TensorRT provider failed to initialise; using CUDA")
         return DevicePlan([cuda, CPU], uses_cuda=True)
+    logger.info("device %s: sessions use %s, then %s", settings.device, TENSORRT, CUDA)
     return DevicePlan(providers, uses_cuda=True, uses_tensorrt=True)
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from contract.card import Task
 from contract.results import Classification, Detections, Person, Segmentation, Size
+from contract.tasks.pose import DRAW_THRESHOLD
 
 ModelState = Literal["loading", "ready", "failed", "unloaded"]  # unloaded: by the repository API
 
@@ -59,6 +60,11 @@ class PoseResponse(ModelRef):
     detector: str | None = Field(default=None, description="the detector that found the people")
     people: list[Person]
     skeleton: list[tuple[str, str]] = Field(description="pairs of keypoint names joined by a limb")
+    keypoint_threshold: float = Field(
+        default=DRAW_THRESHOLD,
+        description="the request's keypoint_threshold: a drawing (overlay=true, or the demo page) shows "
+        "the keypoints scoring at least this, and the limbs between them; `people` lists them all",
+    )
     timing: Timing
 
 

@@ -71,8 +71,33 @@ class GracefulServer(uvicorn.Server):
         await self.plane.registry.close()
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
-    """Run the app (made by `create_app(settings)`) until a signal, with the drain and grace above."""
+def listen(settings: Settings) -> socket.socket:
+    """The bound listening socket of HOST:PORT. Raises `OSError` (a taken port: `EADDRINUSE`).
+
+    Bound before the app starts, so that a taken port stops the start before any model loads
+    (uvicorn binds after the application's start-up, and then exited with status 3 and no hint).
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((settings.host, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: FastAPI, settings: Settings, listener: socket.socket | None = None) -> None:
+    """Run the app (made by `create_app(settings)`) until a signal, with the drain and grace above.
+
+    `listener`: the socket from `listen(settings)`; without it uvicorn binds HOST:PORT itself.
+    """
     config = server_config(app, settings)  # head deadline and size bound: app.connections
     plane: DataPlane = app.state.dataplane
-    GracefulServer(config, plane, settings.shutdown_drain_s, settings.shutdown_grace_s).run()
+    server = GracefulServer(config, plane, settings.shutdown_drain_s, settings.shutdown_grace_s)
+    if listener is not None:  # uvicorn says where it listens only when it binds the socket itself
+        host, port = listener.getsockname()[:2]
+        logger.info("listening on http://%s:%d (Ctrl+C or SIGTERM to stop)", host, port)
+    server.run(sockets=[listener] if listener is not None else None)

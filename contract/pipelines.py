@@ -194,8 +194,15 @@ class PosePipeline(_Pipeline):
         keypoints, scores = pose_task.decode_people(heatmaps, prepared.crops, self.card, self.flip)
         return pose_task.people(prepared.boxes, keypoints, scores, self.card)
 
-    def image(self, decoded: DecodedImage, found: list[Person], output: ImageFormat) -> bytes:
-        return _encode(pose_task.draw(decoded.image, found, self.card, decoded.size), output)
+    def image(
+        self,
+        decoded: DecodedImage,
+        found: list[Person],
+        output: ImageFormat,
+        threshold: float = pose_task.DRAW_THRESHOLD,
+    ) -> bytes:
+        """The drawn answer: keypoints scoring ≥ `threshold` (and the limbs between them)."""
+        return _encode(pose_task.draw(decoded.image, found, self.card, decoded.size, threshold), output)
 
     def skeleton(self) -> list[tuple[str, str]]:
         return pose_task.skeleton_names(self.card)

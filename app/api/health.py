@@ -21,7 +21,12 @@ async def healthz() -> LiveResponse:
     "/readyz",
     response_model=ReadyResponse,
     summary="Readiness: every configured model loaded and warmed",
-    responses={503: {"model": ReadyResponse, "description": "some model is loading or failed"}},
+    responses={
+        503: {
+            "model": ReadyResponse,
+            "description": "a model is loading or failed to load, or the service is shutting down (from SIGTERM on)",
+        }
+    },
 )
 async def readyz(plane: DataPlaneDep) -> JSONResponse:
     status = plane.readiness()

@@ -18,6 +18,7 @@ from app.schemas import (
 )
 from contract.card import ModelCard
 from contract.pipelines import ImageFormat
+from contract.tasks.pose import DRAW_THRESHOLD
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -25,18 +26,29 @@ ModelParam = Annotated[
     str | None, Query(description="model name (GET /v1/models); default: the task's configured default")
 ]
 OverlayParam = Annotated[
-    bool, Query(description="answer the image with the result drawn on it (PNG, or JPEG with format=jpeg)")
+    bool,
+    Query(description="answer the image with the result drawn on it (PNG, or JPEG with format=jpeg)"),
+]
+FormatParam = Annotated[
+    ImageFormat | None,
+    Query(
+        description="json (the default), or png/jpeg for the drawn image (png is the default with "
+        "overlay=true; json with overlay=true is 422)"
+    ),
 ]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
     for code, description in {
-        400: "the model does another task",
+        400: "wrong_task: the model does another task; bad_request: a multipart body that cannot be "
+        "parsed, or bytes that are not HTTP",
         404: "unknown model",
         413: "body or image too large",
         415: "not an image, or not a supported content type",
         422: "invalid parameters, corrupt or truncated image, bad boxes",
-        503: "queue full or model not ready (see Retry-After)",
+        500: "inference_failed: session.run failed on this request's batch (the next batch runs); "
+        "internal_error: a bug",
+        503: "queue_full, deadline_unreachable, model_not_ready or overloaded; see Retry-After",
         504: "the request's deadline passed",
     }.items()
 }
@@ -102,11 +114,12 @@ async def segment(
     file: FilesParam = None,
     model: ModelParam = None,
     format: Annotated[
-        ImageFormat,
+        ImageFormat | None,
         Query(
-            description="json: classes and a base64 mask PNG; png: the mask PNG (pixel value = class index)"
+            description="json (the default): classes and a base64 mask PNG; png: the mask PNG (pixel "
+            "value = class index); with overlay=true png (the default) or jpeg; json with overlay=true is 422"
         ),
-    ] = "json",
+    ] = None,
     overlay: OverlayParam = False,
 ) -> Any:
     images = await read_images(request, file)
@@ -141,7 +154,7 @@ async def detect(
     max_detections: Annotated[
         int | None, Query(ge=1, le=1000, description="most objects per image; default the model's (200)")
     ] = None,
-    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    format: FormatParam = None,
     overlay: OverlayParam = False,
 ) -> Any:
     images = await read_images(request, file)
@@ -165,16 +178,21 @@ async def estimate_pose(
     boxes: Annotated[
         str | None,
         Form(
-            description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels; "
-            "left empty: none given (an HTML form, Swagger UI's too, sends an unfilled field as empty)",
+            description="JSON list of person boxes [[x1, y1, x2, y2], ...] in image pixels; `[]`: "
+            "nobody to look at (no people, neither model runs); an empty box (under a pixel wide or "
+            "high) is 422. Left empty: none given (an HTML form, Swagger UI's too, sends an unfilled "
+            "field as empty): the detector finds the people, or with detect=false the whole image is one",
             examples=["[[10, 20, 200, 400]]"],  # Swagger UI would otherwise prefill "string"
         ),
     ] = None,
     boxes_query: Annotated[
-        str | None, Query(alias="boxes", description="the same boxes as a query parameter (raw-body uploads)")
+        str | None,
+        Query(
+            alias="boxes", description="the same boxes as a query parameter (raw-body uploads); `[]`: nobody"
+        ),
     ] = None,
     model: ModelParam = None,
-    format: Annotated[ImageFormat, Query(description="json, or png/jpeg for the drawn image")] = "json",
+    format: FormatParam = None,
     overlay: OverlayParam = False,
     detect: Annotated[
         bool,
@@ -183,8 +201,17 @@ async def estimate_pose(
             "loaded; false: the whole image is one person"
         ),
     ] = True,
+    keypoint_threshold: Annotated[
+        float,
+        Query(
+            ge=0.0,
+            description="the drawn image (overlay=true, format=png|jpeg) shows the keypoints scoring at "
+            "least this (heatmap peaks), and the limbs between them; the JSON lists every keypoint and "
+            "echoes the figure for clients that draw (the demo page does). Default: mmpose's kpt_thr",
+        ),
+    ] = DRAW_THRESHOLD,
 ) -> Any:
     images = await read_images(request, file)
     given = boxes if boxes is not None and boxes.strip() else boxes_query
-    answer = await plane.pose(images, model, given, format, overlay, detect)
+    answer = await plane.pose(images, model, given, format, overlay, detect, keypoint_threshold)
     return _as_response(answer) if isinstance(answer, ImageAnswer) else answer

@@ -322,10 +322,12 @@ const scoreColour = (score) => `hsl(${Math.round(120 * Math.min(1, Math.max(0, s
 function showPose(answer) {
   const canvas = $("canvas");
   const unit = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 200)); // line width
+  // The service's figure (`keypoint_threshold`, which its own drawing, overlay=true, uses too).
+  const threshold = answer.keypoint_threshold;
   state.redraw = () => {
     const ctx = canvas.getContext("2d");
     drawPicture(ctx);
-    for (const person of answer.people) drawPerson(ctx, person, answer.skeleton, unit);
+    for (const person of answer.people) drawPerson(ctx, person, answer.skeleton, unit, threshold);
   };
   const points = answer.people.flatMap((person) => person.keypoints);
   state.hover = (x, y) => {
@@ -340,7 +342,9 @@ function showPose(answer) {
   };
 
   const people = answer.people.length;
-  $("details").append(el("h2", "", `${people} ${people === 1 ? "person" : "people"} · ${points.length} keypoints`));
+  const drawn = points.filter((k) => k.score >= threshold).length;
+  const heading = `${people} ${people === 1 ? "person" : "people"} · ${points.length} keypoints`;
+  $("details").append(el("h2", "", `${heading} · ${drawn} drawn (score ≥ ${threshold})`));
   for (const person of answer.people) {
     const table = el("table", "keypoints");
     table.createCaption().textContent = `Box [${person.box.map(pixel).join(", ")}] · mean score ${person.score.toFixed(3)}`;
@@ -355,13 +359,16 @@ function showPose(answer) {
       row.insertCell().textContent = k.score.toFixed(3);
       row.insertCell().textContent = `(${pixel(k.x)}, ${pixel(k.y)})${outside ? " outside" : ""}`;
       if (outside) row.className = "outside";
+      if (k.score < threshold) row.classList.add("not-drawn");
     }
     $("details").append(table);
   }
 }
 
-function drawPerson(ctx, person, skeleton, unit) {
-  const at = new Map(person.keypoints.map((k) => [k.name, k]));
+/** A person's box, and the keypoints scoring at least `threshold` with the limbs between them. */
+function drawPerson(ctx, person, skeleton, unit, threshold) {
+  const shown = person.keypoints.filter((k) => k.score >= threshold);
+  const at = new Map(shown.map((k) => [k.name, k]));
   const [x1, y1, x2, y2] = person.box;
   ctx.setLineDash([4 * unit, 2 * unit]);
   ctx.lineWidth = unit / 2;
@@ -383,7 +390,7 @@ function drawPerson(ctx, person, skeleton, unit) {
   }
   ctx.lineWidth = unit / 2;
   ctx.strokeStyle = "white";
-  for (const k of person.keypoints) {
+  for (const k of shown) {
     ctx.beginPath();
     ctx.arc(k.x, k.y, 2 * unit, 0, 2 * Math.PI);
     ctx.fillStyle = scoreColour(k.score);

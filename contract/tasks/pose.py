@@ -20,7 +20,9 @@ from contract.results import Keypoint, Person
 # A box narrower than a pixel has no crop; one reaching further than the image's own size beyond it
 # (±1e308) would be a crop of nothing but padding, its keypoints null.
 MIN_BOX_SIDE = 1.0
-DRAW_THRESHOLD = 0.3  # keypoints below this score are not drawn (mmpose's visualiser default)
+# Keypoints scoring below this are not drawn (mmpose's visualiser's `kpt_thr`); /v1/pose's
+# `keypoint_threshold` defaults to it, and the demo page draws by the same figure.
+DRAW_THRESHOLD = 0.3
 
 
 @dataclass
@@ -165,9 +167,14 @@ def skeleton_names(card: ModelCard) -> list[tuple[str, str]]:
 
 
 def draw(
-    image: Image.Image, found: list[Person], card: ModelCard, size_wh: tuple[int, int] | None = None
+    image: Image.Image,
+    found: list[Person],
+    card: ModelCard,
+    size_wh: tuple[int, int] | None = None,
+    threshold: float = DRAW_THRESHOLD,
 ) -> Image.Image:
-    """The image with each person's box, limbs and keypoints (scores ≥ `DRAW_THRESHOLD`) drawn.
+    """The image with each person's box, and the keypoints scoring ≥ `threshold` with the limbs
+    between them, drawn.
 
     `found` is in the pixels of an image of `size_wh` (default: `image`'s own); `image` may be
     that image at another scale (the answer's canvas), and is drawn on at its own size. The pen
@@ -180,7 +187,7 @@ def draw(
     for person in found:
         x1, y1, x2, y2 = person.box
         pen.rectangle((x1 * sx, y1 * sy, x2 * sx, y2 * sy), outline=(0, 255, 0), width=width)
-        points = {k.name: (k.x * sx, k.y * sy) for k in person.keypoints if k.score >= DRAW_THRESHOLD}
+        points = {k.name: (k.x * sx, k.y * sy) for k in person.keypoints if k.score >= threshold}
         for a, b in skeleton_names(card):
             if a in points and b in points:
                 pen.line([points[a], points[b]], fill=(255, 128, 0), width=width)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.batching import DynamicBatcher
-from app.errors import DeadlineExceeded, InferenceFailed, QueueFull
+from app.errors import DeadlineExceeded, DeadlineUnreachable, InferenceFailed, QueueFull
 
 SHAPE = (2, 2, 3)
 
@@ -258,21 +258,28 @@ def test_drain_lets_queued_requests_finish_before_stopping() -> None:
     assert [r.tolist() for r in run(scenario)] == [[12], [24], [36]]  # type: ignore[union-attr]
 
 
-def test_request_that_the_queue_would_make_miss_its_deadline_is_refused_at_once() -> None:
-    model = Model(seconds=0.2)
+def test_request_an_empty_queue_would_make_miss_its_deadline_is_refused_as_deadline_unreachable() -> None:
+    model = Model(seconds=1.2)
 
     async def scenario() -> None:
         batcher = make(model, max_batch_size=1)
-        batcher.observe_run_seconds(0.2)
+        batcher.observe_run_seconds(1.2)
         batcher.start()
         try:
             running = asyncio.ensure_future(infer(batcher, [1]))
             await asyncio.sleep(0.02)
+            assert batcher.waiting_slots == 0  # nothing queued: one batch running
             started = time.monotonic()
-            with pytest.raises(QueueFull) as refused:  # one batch running, its own next: ~0.4 s
-                batcher.reserve(1, deadline=time.monotonic() + 0.25)
+            with pytest.raises(DeadlineUnreachable) as refused:  # the running batch, then its own: ~2.4 s
+                batcher.reserve(1, deadline=time.monotonic() + 2.0)
             assert time.monotonic() - started < 0.05
-            assert int(refused.value.headers["Retry-After"]) >= 1
+            assert refused.value.code == "deadline_unreachable" and refused.value.status_code == 503
+            # Honest: the batch running takes 1.2 s more at most, so not "retry in 1 s".
+            assert refused.value.headers["Retry-After"] == "2"
+            assert "retry in 2 s" in refused.value.message
+            with pytest.raises(DeadlineUnreachable) as hopeless:  # 1 s is too short even when idle
+                batcher.reserve(1, deadline=time.monotonic() + 1.0)
+            assert "even on an idle model" in hopeless.value.message
             with batcher.reserve(1, deadline=time.monotonic() + 5) as reservation:  # room enough
                 await reservation.submit(rows(2), time.monotonic() + 5)
             await running

@@ -98,3 +98,41 @@ def test_request_past_its_deadline_answers_504_and_its_unrun_crops_are_dropped(
     labels = {"model": names["pose"], "version": "1"}
     assert metric_value(text, "nv_inference_count", **labels) < 100
     assert metric_value(text, "nv_inference_request_failure", reason="TIMEOUT", **labels) == 1
+
+
+@pytest.fixture(scope="module")
+def pose_server_with_room_but_little_time(
+    model_repository: Path, names: dict[str, str]
+) -> Iterator[RunningServer]:
+    with serve(
+        model_repository,
+        models=[names["pose"]],
+        max_batch_size=2,
+        inference_runs=1,
+        max_queue_size=400,
+        request_timeout_ms=1500,
+    ) as running:
+        yield running
+
+
+def test_request_the_work_ahead_would_make_miss_its_deadline_answers_503_deadline_unreachable(
+    pose_server_with_room_but_little_time: RunningServer, names: dict[str, str]
+) -> None:
+    image = encode(scene(200, 200))
+    many = json.dumps([[0, 0, 100 + i % 50, 200] for i in range(100)])  # 50 batches: seconds of work
+    with pose_server_with_room_but_little_time.client() as client, ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(client.post, "/v1/pose", params={"boxes": many}, content=image, headers=PNG)
+        deadline = time.monotonic() + 30
+        while _pending(client, names["pose"]) < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        started = time.perf_counter()
+        refused = client.post("/v1/pose", params={"detect": "false"}, content=image, headers=PNG)
+        elapsed = time.perf_counter() - started
+        busy.result()
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "deadline_unreachable", error  # the queue (400) is far from full
+    assert "deadline" in error["message"]
+    # The work ahead takes seconds (50 batches): Retry-After says so, not 1 s.
+    assert int(refused.headers["retry-after"]) >= 2
+    assert elapsed < 1.0

@@ -175,7 +175,12 @@ def test_page_draws_the_pose_skeleton_with_keypoint_scores_on_hover(
     answer = api_answer(client, "/v1/pose", photo)
     keypoints = answer["people"][0]["keypoints"]
     assert page.locator("table.keypoints tr").count() == len(keypoints) == 17
-    assert "1 person · 17 keypoints" in page.inner_text("#details h2")
+    # The page draws by the service's threshold, the one overlay=true draws by (default 0.3).
+    threshold = answer["keypoint_threshold"]
+    drawn = sum(k["score"] >= threshold for k in keypoints)
+    assert threshold == 0.3
+    assert f"1 person · 17 keypoints · {drawn} drawn (score ≥ {threshold})" in page.inner_text("#details h2")
+    assert page.locator("table.keypoints tr.not-drawn").count() == 17 - drawn
 
     target = isolated_keypoint_inside(keypoints, answer["image"])
     box = page.locator("#canvas").bounding_box()

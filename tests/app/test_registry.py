@@ -6,12 +6,14 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from app.config import Settings
 from app.metrics import Metrics
-from app.registry import ModelRegistry
+from app.registry import ModelEntry, ModelRegistry
+from app.runtime import plan_device
 from contract.card import ModelCard, sha256_file
 from contract.repository import CARD_FILE, MODEL_FILE
 from tests.app.conftest import RunningServer, encode, scene, serve
@@ -149,3 +151,35 @@ def test_two_runs_in_flight_on_the_cpu_share_the_batch_limit_one_on_cuda(model_r
     assert inference_runs(explicit, cards["segmentation"], uses_cuda=False) == 2  # never more runs than rows
     bound = settings.model_copy(update={"io_binding": True, "inference_runs": 2})
     assert inference_runs(bound, cards["classification"], uses_cuda=True) == 1
+
+
+class _RecordingRegistry(ModelRegistry):
+    """The registry, noting the batch size of each warm-up run (which still runs the real session)."""
+
+    warmed: ClassVar[list[int]] = []
+
+    @staticmethod
+    def _warm_up(entry: ModelEntry, card: ModelCard, size: int) -> float:
+        _RecordingRegistry.warmed.append(size)
+        return ModelRegistry._warm_up(entry, card, size)
+
+
+@pytest.mark.parametrize(
+    ("settings", "warmed"),
+    [
+        ({}, [1, 4]),  # the help: 1 and the largest batch (8 split between the CPU's 2 runs)
+        ({"inference_runs": 1}, [1, 8]),
+        ({"warmup_batch_sizes": [2, 8]}, [2, 4]),  # a size above the largest batch runs at it
+    ],
+)
+def test_warm_up_runs_the_batch_sizes_the_warmup_batch_sizes_help_describes(
+    tiny_repository: Path, settings: dict[str, object], warmed: list[int]
+) -> None:
+    options = {"max_batch_size": 8, "device": "cpu", **settings}
+    registry = _RecordingRegistry(Settings(model_repository=tiny_repository, **options), Metrics())  # type: ignore[arg-type]
+    registry.discover()
+    _RecordingRegistry.warmed = []
+    registry.load_one(registry.entries["tiny"], plan_device(registry.settings))
+    assert _RecordingRegistry.warmed == warmed
+    described = Settings.model_fields["warmup_batch_sizes"].description or ""
+    assert "empty = 1 and that largest batch on the CPU" in described

@@ -84,6 +84,14 @@ def test_overlay_answers_the_image_with_the_boxes_drawn(http: httpx.Client) -> N
     assert (drawn[45, 60] == 255).all()  # inside the box, untouched
 
 
+def test_overlay_asked_as_json_is_422_saying_the_two_contradict(http: httpx.Client) -> None:
+    response = _detect(http, _image(64, 64, 255), overlay="true", format="json")
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and "overlay=true" in error["message"]
+    assert "format=json" in error["message"]
+
+
 @pytest.mark.parametrize("params", [{"score_threshold": 1.5}, {"iou_threshold": -0.1}, {"max_detections": 0}])
 def test_out_of_range_parameters_are_422(http: httpx.Client, params: dict[str, float]) -> None:
     response = _detect(http, _image(64, 64, 255), **params)

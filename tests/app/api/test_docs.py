@@ -67,3 +67,31 @@ def test_multipart_bodies_document_files_as_binary_so_swagger_ui_shows_a_file_pi
         )
         if path == "/v1/pose":
             assert body["properties"]["boxes"]["type"] == "string"  # a text box, no anyOf with null
+
+
+def test_openapi_documents_the_statuses_the_layers_around_the_routes_answer(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            where = f"{method.upper()} {path}"
+            assert {"400", "408", "431", "500"} <= documented, where  # connection layer, bugs
+            if "requestBody" in operation:
+                assert {"413", "415"} <= documented, where
+            if path.startswith("/v2"):
+                assert "422" not in documented, where  # the protocol answers 400
+    for path in ("/v1/classify", "/v1/segment", "/v1/detect", "/v1/pose", "/v2/models/{name}/infer"):
+        responses = paths[path]["post"]["responses"]
+        for code in ("queue_full", "deadline_unreachable", "model_not_ready", "overloaded"):
+            assert code in responses["503"]["description"], (path, code)
+        assert "504" in responses
+    assert "overloaded" in paths["/v1/models/{name}/reload"]["post"]["responses"]["503"]["description"]
+
+
+def test_a_head_over_max_header_bytes_is_431_as_documented_even_on_a_health_route(
+    client: httpx.Client,
+) -> None:
+    response = client.get("/healthz", headers={"x-padding": "a" * 70_000})
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "header_too_large"
+    assert "431" in client.get("/openapi.json").json()["paths"]["/healthz"]["get"]["responses"]

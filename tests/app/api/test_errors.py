@@ -62,6 +62,8 @@ def _cases(names: dict[str, str]) -> dict[str, Case]:
         "text-top-k": raw("/v1/classify", 422, "invalid_request", JPEG_BYTES, top_k="five"),
         "bad-format": raw("/v1/segment", 422, "invalid_request", JPEG_BYTES, format="gif"),
         "jpeg-mask": raw("/v1/segment", 422, "invalid_input", JPEG_BYTES, format="jpeg"),
+        "segment-overlay-as-json": raw("/v1/segment", 422, "invalid_input", JPEG_BYTES, format="json", overlay="true"),
+        "pose-overlay-as-json": raw("/v1/pose", 422, "invalid_input", JPEG_BYTES, format="json", overlay="true"),
         "boxes-not-json": raw("/v1/pose", 422, "invalid_boxes", JPEG_BYTES, boxes="[[1,2,3,4]"),
         "boxes-wrong-shape": raw("/v1/pose", 422, "invalid_boxes", JPEG_BYTES, boxes="[[1,2,3]]"),
         "boxes-nan": raw("/v1/pose", 422, "invalid_boxes", JPEG_BYTES, boxes="[[1,2,NaN,4]]"),

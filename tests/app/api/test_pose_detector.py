@@ -74,3 +74,37 @@ def test_detect_false_takes_the_whole_image_even_with_a_detector_loaded(http: ht
     body = response.json()
     assert (body["boxes"], body["detector"]) == ("whole_image", None)
     assert [p["box"] for p in body["people"]] == [[0.0, 0.0, 128.0, 64.0]]
+
+
+def _runs(http: httpx.Client, model: str) -> float:
+    from tests.app.conftest import metric_value
+
+    return metric_value(http.get("/metrics").text, "nv_inference_exec_count", model=model)
+
+
+def test_an_empty_box_list_is_nobody_to_look_at_and_runs_neither_model(
+    http: httpx.Client, names: dict[str, str]
+) -> None:
+    before = _runs(http, "tiny-detector"), _runs(http, names["pose"])
+    response = http.post(
+        "/v1/pose", files={"file": ("a.png", _scene(250), "image/png")}, data={"boxes": "[]"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["boxes"], body["detector"], body["people"]) == ("request", None, [])
+    assert (_runs(http, "tiny-detector"), _runs(http, names["pose"])) == before
+
+
+def test_an_empty_form_field_is_no_boxes_given_and_the_detector_finds_the_people(http: httpx.Client) -> None:
+    response = http.post("/v1/pose", files={"file": ("a.png", _scene(250), "image/png")}, data={"boxes": ""})
+    assert response.status_code == 200, response.text
+    assert response.json()["boxes"] == "detector" and response.json()["people"]
+
+
+def test_an_empty_box_is_422_invalid_boxes(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/pose", files={"file": ("a.png", _scene(250), "image/png")}, data={"boxes": "[[10, 10, 10, 40]]"}
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_boxes" and "empty" in error["message"]

@@ -245,13 +245,38 @@ def test_pose_overlay_answers_the_drawn_image_as_png(client: httpx.Client) -> No
     assert Image.open(io.BytesIO(response.content)).size == (160, 240)
 
 
+def _keypoint_pixels(client: httpx.Client, image: bytes, **params: str) -> int:
+    """Pixels of the keypoint colour (pure red) in the drawn pose of `image`."""
+    response = client.post(
+        "/v1/pose", params={"overlay": "true", **params}, content=image, headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 200, response.text
+    drawn = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+    return int(((drawn[..., 0] == 255) & (drawn[..., 1] == 0) & (drawn[..., 2] == 0)).sum())
+
+
+def test_pose_overlay_draws_the_keypoints_scoring_at_least_keypoint_threshold(client: httpx.Client) -> None:
+    image = encode(np.full((240, 160, 3), 128, np.uint8))  # grey: no red of its own
+    body = client.post("/v1/pose", content=image, headers={"content-type": "image/png"}).json()
+    scores = [k["score"] for k in body["people"][0]["keypoints"]]
+    assert body["keypoint_threshold"] == 0.3  # the default, echoed for clients that draw
+    everything = _keypoint_pixels(client, image, keypoint_threshold="0")
+    nothing = _keypoint_pixels(client, image, keypoint_threshold=str(max(scores) + 0.01))
+    assert everything > 0 and nothing == 0
+    assert _keypoint_pixels(client, image) == _keypoint_pixels(client, image, keypoint_threshold="0.3")
+    refused = client.post(
+        "/v1/pose", params={"keypoint_threshold": "-1"}, content=image, headers={"content-type": "image/png"}
+    )
+    assert refused.status_code == 422
+
+
 def test_openapi_documents_every_endpoint_with_parameters_upload_and_schemas(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
     for path in ("/v1/classify", "/v1/segment", "/v1/pose", "/v1/models", "/healthz", "/readyz", "/metrics"):
         assert path in paths
     for path, params in {"/v1/classify": {"model", "top_k"}, "/v1/segment": {"model", "format", "overlay"},
-                         "/v1/pose": {"model", "boxes", "format", "overlay"}}.items():  # fmt: skip
+                         "/v1/pose": {"model", "boxes", "format", "overlay", "keypoint_threshold"}}.items():  # fmt: skip
         operation = paths[path]["post"]
         assert params <= {p["name"] for p in operation["parameters"]}
         content = operation["requestBody"]["content"]
