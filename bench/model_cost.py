@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         session = create_session(folder / MODEL_FILE, settings, plan)
         image = np.zeros((1, card.input.height, card.input.width, 3), np.uint8)
         session.run(None, {"image": image})  # warm-up
-        models.append((f"{card.name} {card.input.height}x{card.input.width}", session, image))
+        models.append((f"{card.name} {card.input.height}x{card.input.width} {card.precision}", session, image))
     seconds: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds):
         for i, (_, session, image) in enumerate(models):
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     for (name, _, _), times in zip(models, seconds, strict=True):
         median = statistics.median(times)
         print(
-            f"| {name} | {1000 * median:.0f} | {1000 * min(times):.0f}–{1000 * max(times):.0f} | "
+            f"| {name} | {1000 * median:.1f} | {1000 * min(times):.1f}–{1000 * max(times):.1f} | "
             f"{median / first:.2f} |"
         )
 
