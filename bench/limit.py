@@ -14,10 +14,17 @@ session options, same thread count), on the same cores. Two schedules are timed 
 The limit of a task is the best images/s over the batch sizes and both schedules. Its
 single-image time is the median, over the image set, of decode + preprocess + `session.run` of one
 image at batch 1 (what a lone client could at best see, less HTTP and post-processing).
+
+The parts are also timed alone (`PartsAlone`): decode + preprocess on one thread (its CPU time per
+image) and on the pool, and `session.run` at each batch size (images/s and the process's CPU per
+image). With both sharing the machine's cores, no schedule can beat the **pipelined bound**,
+`min(run alone, prepare alone on the pool, cores / (prepare CPU + run CPU per image))` at the best
+batch size: what perfect overlap would give. The serial figure above is what no overlap gives.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -70,6 +77,17 @@ class LimitPoint:
 
 
 @dataclass
+class PartsAlone:
+    cores: int
+    prepare_cpu_ms: float  # per image, one thread
+    prepare_images_per_s: float  # on the decode pool, nothing else running
+    run_images_per_s: dict[int, float]  # batch size → session.run alone
+    run_cpu_ms: dict[int, float]  # batch size → the process's CPU per image during it
+    bound_images_per_s: float
+    bound_batch_size: int
+
+
+@dataclass
 class Limit:
     task: str
     model: str
@@ -81,6 +99,7 @@ class Limit:
     single_run_ms: float
     cpu_ms_per_image: float  # at the best point: compare with the server's CPU ms per request
     points: list[LimitPoint] = field(default_factory=list)
+    parts: PartsAlone | None = None
 
 
 def _time_schedule(
@@ -210,6 +229,51 @@ def _time_parallel(
     )
 
 
+def measure_parts(
+    run: Callable[[np.ndarray], object],
+    prepare: Prepare,
+    images: list[bytes],
+    shape: tuple[int, int, int],
+    batch_sizes: list[int],
+    pool: ThreadPoolExecutor,
+    seconds: float,
+) -> PartsAlone:
+    """Each part alone, for about `seconds` each; see the module docstring."""
+    cores = len(os.sched_getaffinity(0))
+    row = np.empty(shape, np.uint8)
+    done, began, cpu_began = 0, time.perf_counter(), time.thread_time()
+    while done < len(images) or time.perf_counter() - began < seconds:
+        prepare(images[done % len(images)], row)
+        done += 1
+    prepare_cpu_ms = (time.thread_time() - cpu_began) / done * 1e3
+
+    rows = np.empty((max(batch_sizes), *shape), np.uint8)
+    count = max(done * 2, len(rows))
+    began = time.perf_counter()
+    list(pool.map(lambda i: prepare(images[i % len(images)], rows[i % len(rows)]), range(count)))
+    prepare_rate = count / (time.perf_counter() - began)
+
+    run_rate: dict[int, float] = {}
+    run_cpu: dict[int, float] = {}
+    for batch_size in batch_sizes:
+        batch = rows[:batch_size]
+        run(batch)
+        runs, began, cpu_began = 0, time.perf_counter(), time.process_time()
+        while runs < 2 or time.perf_counter() - began < seconds:
+            run(batch)
+            runs += 1
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+        run_rate[batch_size] = runs * batch_size / wall
+        run_cpu[batch_size] = cpu / (runs * batch_size) * 1e3
+
+    def bound(batch_size: int) -> float:
+        shared = cores * 1e3 / (prepare_cpu_ms + run_cpu[batch_size])
+        return min(run_rate[batch_size], prepare_rate, shared)
+
+    best = max(batch_sizes, key=bound)
+    return PartsAlone(cores, prepare_cpu_ms, prepare_rate, run_rate, run_cpu, bound(best), best)
+
+
 def measure_limit(
     card: ModelCard,
     onnx_path: Path,
@@ -270,6 +334,16 @@ def measure_limit(
                 )  # fmt: skip
                 points.append(point)
                 _log_point(log, card, point)
+        parts = measure_parts(run, prepare, images, shape, batch_sizes, pool, min(max_seconds, 2.0))
+    log(
+        f"  parts alone {card.task}: prepare {parts.prepare_cpu_ms:.1f} CPU ms/image "
+        f"({parts.prepare_images_per_s:.1f} img/s on the pool); run "
+        + ", ".join(
+            f"b{b} {r:.1f} img/s ({parts.run_cpu_ms[b]:.1f} CPU ms)"
+            for b, r in parts.run_images_per_s.items()
+        )
+        + f"; pipelined bound {parts.bound_images_per_s:.1f} img/s at batch {parts.bound_batch_size} on {parts.cores} cores"
+    )
     best = max(points, key=lambda p: p.images_per_s)
     return Limit(
         task=card.task,
@@ -282,4 +356,5 @@ def measure_limit(
         single_run_ms=statistics.median(runs),
         cpu_ms_per_image=best.cpu_ms,
         points=points,
+        parts=parts,
     )

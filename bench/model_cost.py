@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         session = create_session(folder / MODEL_FILE, settings, plan)
         image = np.zeros((1, card.input.height, card.input.width, 3), np.uint8)
         session.run(None, {"image": image})  # warm-up
-        models.append((f"{card.name} {card.input.height}x{card.input.width} {card.precision}", session, image))
+        models.append(
+            (f"{card.name} {card.input.height}x{card.input.width} {card.precision}", session, image)
+        )
     seconds: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds):
         for i, (_, session, image) in enumerate(models):

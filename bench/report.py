@@ -41,6 +41,7 @@ class Step:
     max_ms: float | None
     mean_batch: float | None  # rows per session.run, from the server's histogram
     ratio_to_limit: float | None
+    ratio_to_bound: float | None  # against the pipelined bound (`bench.limit.PartsAlone`)
     client_cpu_ms_per_request: float | None
     server_cpu_ms_per_request: float | None
     client_cpu_share: float | None  # client CPU seconds / wall seconds (1.0 = one core)
@@ -127,18 +128,34 @@ def markdown(report: Report) -> str:
             + (f" → {after.single_image_ms:.1f}" if after else "")
             + f" | {limit.cpu_ms_per_image:.1f} |"
         )
+    parts = {task: limit.parts for task, limit in report.limits.items() if limit.parts}
+    if parts:
+        lines += [
+            "",
+            "### Parts alone and the pipelined bound (same cores as the server)",
+            "",
+            "| task | cores | prepare CPU ms/image | prepare alone img/s | session.run alone img/s (CPU ms/image) "
+            "| pipelined bound img/s (batch) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for task, p in parts.items():
+            runs = ", ".join(f"b{b}: {r:.1f} ({p.run_cpu_ms[b]:.1f})" for b, r in p.run_images_per_s.items())
+            lines.append(
+                f"| {task} | {p.cores} | {p.prepare_cpu_ms:.2f} | {p.prepare_images_per_s:.1f} | {runs} | "
+                f"{p.bound_images_per_s:.1f} ({p.bound_batch_size}) |"
+            )
     lines += [
         "",
         "### Load steps",
         "",
-        "| server | task | clients | req/s | img/s | × limit | p50 ms | p95 ms | p99 ms | mean batch "
+        "| server | task | clients | req/s | img/s | × limit | × bound | p50 ms | p95 ms | p99 ms | mean batch "
         "| errors | client CPU ms/req | server CPU ms/req | other jobs' CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report.steps:
         lines.append(
             f"| {s.server} | {s.task} | {s.concurrency} | {s.requests_per_s:.1f} | {s.images_per_s:.1f} | "
-            f"{_fmt(s.ratio_to_limit, 2)} | {_fmt(s.p50_ms)} | {_fmt(s.p95_ms)} | {_fmt(s.p99_ms)} | "
+            f"{_fmt(s.ratio_to_limit, 2)} | {_fmt(s.ratio_to_bound, 2)} | {_fmt(s.p50_ms)} | {_fmt(s.p95_ms)} | {_fmt(s.p99_ms)} | "
             f"{_fmt(s.mean_batch, 2)} | {_errors(s.errors)} | {_fmt(s.client_cpu_ms_per_request, 2)} | "
             f"{_fmt(s.server_cpu_ms_per_request, 1)} | {_fmt(s.other_cpu_share, 2)} |"
         )

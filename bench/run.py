@@ -231,6 +231,9 @@ class Runner:
             max_ms=max(lat) if lat else None,
             mean_batch=mean_batch,
             ratio_to_limit=(result.ok / wall) / limit.images_per_s if limit else None,
+            ratio_to_bound=(result.ok / wall) / limit.parts.bound_images_per_s
+            if limit and limit.parts
+            else None,
             client_cpu_ms_per_request=result.cpu_s / done * 1e3 if done else None,
             server_cpu_ms_per_request=server_cpu_s / done * 1e3
             if server_cpu_s is not None and done
