@@ -41,6 +41,10 @@ def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path,
         assert step["client_cpu_ms_per_request"] > 0
     limit = report["limits"]["classification"]
     assert limit["images_per_s"] > 0 and limit["batch_size"] in (1, 2) and limit["single_image_ms"] > 0
+    parts = limit["parts"]  # the pipelined bound cannot beat either part alone
+    assert 0 < parts["bound_images_per_s"] <= parts["prepare_images_per_s"]
+    assert parts["bound_images_per_s"] <= parts["run_images_per_s"][str(parts["bound_batch_size"])]
+    assert all(s["ratio_to_bound"] > 0 for s in steps.values())
     service = next(s for s in report["servers"] if s["kind"] == "service")
     assert service["ready_s"] > 0 and service["peak_rss_mib"] > 100
     assert {t["name"] for t in report["targets"]} >= {
@@ -93,3 +97,34 @@ def test_perf_analyzer_summary_is_parsed_into_throughput_and_percentiles() -> No
     )
     assert parse_output(text) == (220.276, 17.725, 31.626)
     assert parse_output("Failed to obtain stable measurement.") == (None, None, None)
+
+
+def test_the_zero_cost_model_has_the_classifiers_interface_and_costs_almost_nothing(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from bench.zero_model import write_zero_cost_model
+
+    source = next(
+        p.parent
+        for p in sorted(model_repository.glob("*/*/card.json"))
+        if ModelCard.read(p).task == "classification"
+    )
+    folder = write_zero_cost_model(source, tmp_path / "zero")
+    card, real = ModelCard.read(folder / "card.json"), ModelCard.read(source / "card.json")
+    assert (card.input, card.outputs, card.preprocess, card.labels) == (
+        real.input,
+        real.outputs,
+        real.preprocess,
+        real.labels,
+    )
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    images = np.zeros((3, card.input.height, card.input.width, 3), np.uint8)
+    [probabilities] = session.run(None, {card.input.name: images})
+    assert probabilities.shape == (3, card.outputs[0].shape[-1])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    nodes = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
+    assert "Conv" not in nodes and len(nodes) <= 5
