@@ -203,13 +203,20 @@ class DynamicBatcher:
     def _shutting_down(self) -> ModelNotReady:
         return ModelNotReady(f"model {self.name} is shutting down", headers={"Retry-After": "1"})
 
-    async def stop(self) -> None:
+    async def stop(self, abort_running: bool = False) -> None:
         """Stop taking work; fail what is queued; let the batches in flight finish and answer.
 
         Their runs cannot be stopped anyway (ORT's thread runs on), so their requests get their
         results: a batch formed just before a reload's swap is answered by the old version.
+        With `abort_running` (the end of a shutdown's grace period) their requests are answered
+        503 at once instead, before the server's backstop would cut them off.
         """
         self._closed = True
+        if abort_running:
+            for batch in self._running:
+                for chunk in batch:
+                    if not chunk.future.done():
+                        chunk.future.set_exception(self._shutting_down())
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from app.errors import (
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
+    ModelNotReady,
     Overloaded,
     QueueFull,
     ServiceError,
@@ -146,8 +148,14 @@ class DataPlane:
         # answers of requests already inferred waited until every one of them missed its deadline.
         self._answers = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="answer")
         self.draining = False  # set on SIGTERM (app.shutdown): /readyz answers 503 from then on
+        # Set when the shutdown's grace period ends: requests still decoding answer 503 at once
+        # (their threads run on), rather than being cut off by uvicorn's backstop.
+        self._aborting = asyncio.Event()
         # Bodies (app.traffic.AdmissionMiddleware) and what requests keep while they wait (here).
         self.budget = ByteBudget(settings.max_inflight_bytes)
+
+    def abort_waiting(self) -> None:
+        self._aborting.set()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -162,10 +170,21 @@ class DataPlane:
         """
         pool = self._answers if answer else self._pool
         future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        aborting: asyncio.Future[bool] = asyncio.ensure_future(self._aborting.wait())
         try:
-            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise DeadlineExceeded("the request's deadline passed while its images were processed") from None
+            done, _ = await asyncio.wait(
+                [cast("asyncio.Future[object]", future), cast("asyncio.Future[object]", aborting)],
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=FIRST_COMPLETED,
+            )
+        finally:
+            aborting.cancel()
+        if future in done:
+            return future.result()
+        future.cancel()
+        if aborting in done:
+            raise ModelNotReady("the service is shutting down", headers={"Retry-After": "1"})
+        raise DeadlineExceeded("the request's deadline passed while its images were processed")
 
     def _model(self, name: str | None, task: Task) -> tuple[ModelEntry, ModelCard]:
         entry = self.registry.resolve(name, task)

@@ -286,10 +286,11 @@ class ModelRegistry:
         entry.state = "ready"
         entry.metrics.set_ready(True)
 
-    async def close(self) -> None:
+    async def close(self, abort_running: bool = False) -> None:
+        """Stop every batcher (see `Batcher.stop`; `abort_running` answers batches in flight 503)."""
         for entry in self.entries.values():
             if entry.batcher is not None:
-                await entry.batcher.stop()
+                await entry.batcher.stop(abort_running)
             entry.session = None
 
     # -- look-up ---------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 1. `/readyz` answers 503 at once, while requests are still accepted for SHUTDOWN_DRAIN_S, so a
    load balancer takes the instance out of rotation before connections are refused.
 2. uvicorn stops accepting and waits for the requests in progress (queued ones included).
-3. At SHUTDOWN_GRACE_S after that, whatever is still queued is answered 503 (`ModelNotReady`,
-   by stopping the batchers), never cut off; then the process exits.
+3. At SHUTDOWN_GRACE_S after that, whatever is still decoding, queued or running is answered
+   503 (`ModelNotReady`, by stopping the batchers), never cut off; then the process exits.
 A second signal during the drain starts step 2 at once; a second SIGINT after it forces the exit.
 """
 
@@ -68,7 +68,9 @@ class GracefulServer(uvicorn.Server):
             self.grace_s,
             waiting,
         )
-        await self.plane.registry.close()
+        # Requests still decoding or in a running batch: 503 now, not cut off by uvicorn's backstop.
+        self.plane.abort_waiting()
+        await self.plane.registry.close(abort_running=True)
 
 
 def listen(settings: Settings) -> socket.socket:
