@@ -136,6 +136,8 @@ cleanup() {
         if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
             for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
         fi
+        # dockerd leaves its network namespace mounted; unmounted, the cache can be deleted.
+        umount "$ENGINE"/exec/netns/* >/dev/null 2>&1
     fi
 }
 trap cleanup EXIT
