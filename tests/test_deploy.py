@@ -430,7 +430,8 @@ def test_replicas_each_pin_their_own_gpu_behind_nginx() -> None:
     assert all(first != second for first, second in pairs.items())
     port = str(Settings.model_fields["port"].default)
     assert all(svc["environment"]["PORT"] == port for svc in replicas.values())
-    assert set(re.findall(r"proxy_pass http://\$mnv2_(\w+):(\d+);", nginx)) == {("first", port), ("second", port)}
+    passes = set(re.findall(r"proxy_pass http://\$mnv2_(\w+):(\d+);", nginx))
+    assert passes == {("first", port), ("second", port)}
     # Names looked up per request through Docker's DNS: a recreated replica (new address) is
     # followed, a stopped one is skipped. No upstream `resolve`: nginx < 1.27.3 refuses it.
     assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s", nginx, re.M)
