@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 MODEL_REPOSITORY ?= models
 export MODEL_REPOSITORY
 
-.PHONY: setup serve models models-if-missing test lint bench clean
+.PHONY: setup serve models models-if-missing test lint bench container-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +28,8 @@ serve: models-if-missing
 	$(PY) -m app
 
 lint: setup
-	$(VENV)/bin/ruff check contract app training tests bench
-	$(VENV)/bin/ruff format --check contract app training tests bench
+	$(VENV)/bin/ruff check contract app training tests bench docker/check
+	$(VENV)/bin/ruff format --check contract app training tests bench docker/check
 	$(VENV)/bin/mypy
 
 test: lint
@@ -38,6 +38,11 @@ test: lint
 # The benchmark of README's Performance section: service vs in-process limit vs a naive server.
 bench: models-if-missing
 	$(PY) -m bench --baseline --baseline-options default,service --out bench-results
+
+# Both images built and run for real (docker/check.sh): needs a container engine, or root to start
+# one; without either it prints why and is skipped.
+container-check:
+	bash docker/check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

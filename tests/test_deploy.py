@@ -420,15 +420,23 @@ def test_replicas_each_pin_their_own_gpu_behind_nginx() -> None:
         replicas, "service_started"
     )
     nginx = (DOCKER / "nginx.conf").read_text(encoding="utf-8")
-    upstream = re.search(r"upstream\s+\w+\s*\{(.*?)\}", nginx, re.S)
-    assert upstream
-    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", upstream.group(1), re.M)
-    assert {host for host, _ in servers} == set(replicas)
-    for host, port in servers:
-        assert port == replicas[host]["environment"]["PORT"] == str(Settings.model_fields["port"].default)
-    # Re-resolved through Docker's DNS, so a recreated replica (new address) is followed.
+    # Every replica is a first choice, and the ring sends each on to another one.
+    split = re.search(r"split_clients\s+\S+\s+\$mnv2_first\s*\{(.*?)\}", nginx, re.S)
+    ring = re.search(r"map\s+\$mnv2_first\s+\$mnv2_second\s*\{(.*?)\}", nginx, re.S)
+    assert split and ring
+    assert set(re.findall(r"^\s*(?:[\d.]+%|\*)\s+([\w.-]+);", split.group(1), re.M)) == set(replicas)
+    pairs = dict(re.findall(r"^\s*([\w.-]+)\s+([\w.-]+);", ring.group(1), re.M))
+    assert set(pairs) == set(pairs.values()) == set(replicas)
+    assert all(first != second for first, second in pairs.items())
+    port = str(Settings.model_fields["port"].default)
+    assert all(svc["environment"]["PORT"] == port for svc in replicas.values())
+    passes = set(re.findall(r"proxy_pass http://\$mnv2_(\w+):(\d+);", nginx))
+    assert passes == {("first", port), ("second", port)}
+    # Names looked up per request through Docker's DNS: a recreated replica (new address) is
+    # followed, a stopped one is skipped. No upstream `resolve`: nginx < 1.27.3 refuses it.
     assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s", nginx, re.M)
-    assert all(re.search(rf"server {host}:\d+ resolve\b", upstream.group(1)) for host, _ in servers)
+    assert re.search(r"^resolver_timeout \d+s;", nginx, re.M)
+    assert not re.search(r"^\s*upstream\b", nginx, re.M)
 
 
 def test_nginx_limits_bodies_as_the_service_does_and_retries_503() -> None:
@@ -438,10 +446,17 @@ def test_nginx_limits_bodies_as_the_service_does_and_retries_503() -> None:
     assert re.search(r"client_max_body_size \$\{MAX_BODY_BYTES\};", nginx)
     limit = compose_defaults(lb["environment"])["MAX_BODY_BYTES"]
     assert int(limit) == Settings.model_fields["max_body_bytes"].default
-    assert re.search(r"proxy_next_upstream [^;]*\bhttp_503\b", nginx)
+    # A full (503) or missing (502) first replica: the second one answers.
+    first = nginx[nginx.index("location / {") : nginx.index("location @second_replica")]
+    assert "proxy_intercept_errors on;" in first
+    assert re.search(r"error_page 502 503 = @second_replica;", first)
+    # A timeout is asked again only where the connection never opened (a replica just gone).
+    assert re.search(r"error_page 504 = @first_timed_out;", first)
+    timed_out = nginx[nginx.index("location @first_timed_out") : nginx.index("location @body_too_large")]
+    assert 'if ($upstream_connect_time != "-")' in timed_out and '"code": "deadline_exceeded"' in timed_out
     assert re.search(r"proxy_set_header X-Request-ID ", nginx)
     # The replica echoes X-Request-ID; nginx adding it to proxied answers would send it twice.
-    proxied = nginx[nginx.index("location / {") : nginx.index("location @body_too_large")]
+    proxied = nginx[nginx.index("location / {") : nginx.index("location @first_timed_out")]
     assert not re.search(r"^\s*add_header X-Request-ID", proxied, re.M)
     assert '"code": "body_too_large"' in nginx  # the service's error shape, app/errors.py
 
