@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -148,14 +147,18 @@ class DataPlane:
         # answers of requests already inferred waited until every one of them missed its deadline.
         self._answers = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="answer")
         self.draining = False  # set on SIGTERM (app.shutdown): /readyz answers 503 from then on
-        # Set when the shutdown's grace period ends: requests still decoding answer 503 at once
-        # (their threads run on), rather than being cut off by uvicorn's backstop.
-        self._aborting = asyncio.Event()
+        # The pool futures awaited now; when the shutdown's grace period ends they are cancelled
+        # and their requests answer 503 at once (the threads run on), rather than being cut off
+        # by uvicorn's backstop.
+        self._awaited: set[asyncio.Future[object]] = set()
+        self._aborting = False
         # Bodies (app.traffic.AdmissionMiddleware) and what requests keep while they wait (here).
         self.budget = ByteBudget(settings.max_inflight_bytes)
 
     def abort_waiting(self) -> None:
-        self._aborting.set()
+        self._aborting = True
+        for future in list(self._awaited):
+            future.cancel()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -169,21 +172,21 @@ class DataPlane:
         runs on (it cannot be stopped), which is why that work is bounded by the answer's size.
         """
         pool = self._answers if answer else self._pool
-        future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        aborting: asyncio.Future[bool] = asyncio.ensure_future(self._aborting.wait())
-        try:
-            done, _ = await asyncio.wait(
-                [cast("asyncio.Future[object]", future), cast("asyncio.Future[object]", aborting)],
-                timeout=max(0.0, deadline - time.monotonic()),
-                return_when=FIRST_COMPLETED,
-            )
-        finally:
-            aborting.cancel()
-        if future in done:
-            return future.result()
-        future.cancel()
-        if aborting in done:
+        if self._aborting:
             raise ModelNotReady("the service is shutting down", headers={"Retry-After": "1"})
+        future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        self._awaited.add(cast("asyncio.Future[object]", future))
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._aborting and task is not None and not task.cancelling():  # not the request's own
+                raise ModelNotReady("the service is shutting down", headers={"Retry-After": "1"}) from None
+            raise
+        finally:
+            self._awaited.discard(cast("asyncio.Future[object]", future))
         raise DeadlineExceeded("the request's deadline passed while its images were processed")
 
     def _model(self, name: str | None, task: Task) -> tuple[ModelEntry, ModelCard]:

@@ -10,7 +10,6 @@ an error that names it, never a silent partial load.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import pickle
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from contract.card import Weights
+from contract.card import Weights, sha256_file
 from training.checkpoint_pickle import torch_load
 from training.nets.mobilenet_v2 import ARCH_SETTINGS
 from training.recipes import Recipe, Release
@@ -56,14 +55,6 @@ def release_named(name: str, releases: Sequence[Release]) -> Release | None:
     return next((r for r in releases if r.file_name == name), None)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _record_path(cached: Path) -> Path:
     return cached.with_name(cached.name + ".sha256")
 
@@ -76,7 +67,7 @@ def recorded_sha256(name: str, cache: Path | None = None) -> str | None:
 
 def verify(path: Path, name: str | None = None, name_hash: Literal["file", "input"] = "file") -> str:
     """sha256 of `path`; raises if the name carries a hash prefix of the file that it does not match."""
-    actual = _sha256(path)
+    actual = sha256_file(path)
     expected = expected_hash_prefix(name or path.name)
     if name_hash == "file" and expected is not None and not actual.startswith(expected):
         raise CheckpointError(
@@ -107,7 +98,7 @@ def fetch(url_or_path: str, cache: Path | None = None, releases: Sequence[Releas
         path = Path(parsed.path if parsed.scheme == "file" else url_or_path)
         if not path.is_file():
             raise CheckpointError(f"no checkpoint at {path}")
-        return path, _sha256(path)
+        return path, sha256_file(path)
     if parsed.scheme != "https" and parsed.scheme != "http":
         raise CheckpointError(f"{url_or_path}: only http(s) URLs and local paths")
     cache = cache or cache_dir()

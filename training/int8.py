@@ -12,7 +12,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,18 +52,20 @@ def model_inputs(card: ModelCard, files: Sequence[Path]) -> np.ndarray:
     h, w = card.input.height, card.input.width
     rows = np.zeros((len(files), h, w, 3), np.uint8)
     max_pixels = 64_000_000
+    prepare: Callable[[bytes, np.ndarray], object]
+    if card.task == "classification":
+        prepare = ClassificationPipeline(card, max_pixels).prepare
+    elif card.task == "segmentation":
+        prepare = SegmentationPipeline(card, max_pixels).prepare
+    elif card.task == "pose":
+        pose = PosePipeline(card, max_pixels)
+        prepare = lambda data, row: pose.prepare(data, None, row[None])  # noqa: E731
+    else:
+        raise QuantizationError(
+            f"int8 export supports classification, segmentation and pose, not {card.task}"
+        )
     for row, path in zip(rows, files, strict=True):
-        data = path.read_bytes()
-        if card.task == "classification":
-            ClassificationPipeline(card, max_pixels).prepare(data, row)
-        elif card.task == "segmentation":
-            SegmentationPipeline(card, max_pixels).prepare(data, row)
-        elif card.task == "pose":
-            PosePipeline(card, max_pixels).prepare(data, None, row[None])
-        else:
-            raise QuantizationError(
-                f"int8 export supports classification, segmentation and pose, not {card.task}"
-            )
+        prepare(path.read_bytes(), row)
     return rows
 
 

@@ -46,6 +46,15 @@ class AppProcess:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def log_once_it_holds(self, *needles: str, timeout: float = 10.0) -> str:
+        """The log, once every needle is in it: the access line is written after the answer is sent."""
+        deadline = time.monotonic() + timeout
+        while not all(needle in (log := self.log()) for needle in needles):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{needles} not in the log after {timeout} s:\n{log}")
+            time.sleep(0.05)
+        return log
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
 

@@ -107,7 +107,10 @@ def pose_server_with_room_but_little_time(
     with serve(
         model_repository,
         models=[names["pose"]],
-        max_batch_size=2,
+        # One row per run and every crop twice (flip test): 200 runs of work ahead, seconds on any
+        # machine; at batch 2 without flips a quiet machine finished within the deadline.
+        max_batch_size=1,
+        pose_flip_test=True,
         inference_runs=1,
         max_queue_size=400,
         request_timeout_ms=1500,
@@ -119,7 +122,7 @@ def test_request_the_work_ahead_would_make_miss_its_deadline_answers_503_deadlin
     pose_server_with_room_but_little_time: RunningServer, names: dict[str, str]
 ) -> None:
     image = encode(scene(200, 200))
-    many = json.dumps([[0, 0, 100 + i % 50, 200] for i in range(100)])  # 50 batches: seconds of work
+    many = json.dumps([[0, 0, 100 + i % 50, 200] for i in range(100)])  # 200 runs: seconds of work
     with pose_server_with_room_but_little_time.client() as client, ThreadPoolExecutor(1) as pool:
         busy = pool.submit(client.post, "/v1/pose", params={"boxes": many}, content=image, headers=PNG)
         deadline = time.monotonic() + 30
@@ -133,6 +136,6 @@ def test_request_the_work_ahead_would_make_miss_its_deadline_answers_503_deadlin
     error = refused.json()["error"]
     assert error["code"] == "deadline_unreachable", error  # the queue (400) is far from full
     assert "deadline" in error["message"]
-    # The work ahead takes seconds (50 batches): Retry-After says so, not 1 s.
+    # The work ahead takes seconds (200 runs): Retry-After says so, not 1 s.
     assert int(refused.headers["retry-after"]) >= 2
     assert elapsed < 1.0

@@ -7,10 +7,6 @@ the project's modules, so a renamed module cannot make both sides agree by accid
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -252,19 +248,6 @@ def test_segmentation_backbone_initialises_from_a_classifier_checkpoint(tmp_path
     model = get_recipe("mobilenet-v2-d8_pspnet_4xb2-80k_cityscapes-512x1024").build()
     load_backbone(model, str(save_checkpoint(tmp_path / "tv.pth", state, wrapped=False)))
     assert torch.equal(model.backbone.layer7[0].conv[2].conv.weight, state["features.17.conv.2.weight"])
-
-
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[assignment]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_download_is_cached_and_verified_by_the_hash_in_its_name(

@@ -17,9 +17,7 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -286,18 +284,6 @@ def test_a_pickle_that_calls_a_function_is_refused_and_runs_nothing(tmp_path: Pa
 
 
 # -- hashes, records and provenance ----------------------------------------------------------------
-
-
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[assignment]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_a_1x_name_is_downloaded_recorded_and_a_changed_file_is_then_refused(

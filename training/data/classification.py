@@ -148,11 +148,11 @@ class ImageFolderDataset(Dataset[tuple[np.ndarray, int]]):
     """
 
     def __init__(self, root: str | Path, split: str, transform: ClassificationTransform) -> None:
+        from training.data.classes import folder_classes
+
         self.root = Path(root)
         split_dir = self.root / split
-        if not split_dir.is_dir():
-            raise FileNotFoundError(f"no split folder {split_dir}")
-        self.classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        self.classes = folder_classes(self.root, split)
         self.samples: list[tuple[Path, int]] = [
             (path, label)
             for label, name in enumerate(self.classes)
