@@ -224,6 +224,28 @@ def _from_torchvision(key: str, blocks: dict[int, str]) -> str:
     return f"{block}.2.{'conv' if rest[0] == '2' else 'bn'}.{'.'.join(rest[1:])}"
 
 
+_MMPRETRAIN_BLOCK_CONV = re.compile(r"^(layer\d+\.\d+)\.conv\.(\d)\.(.+)$")
+
+
+def _as_mmdet_blocks(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """mmpretrain's block convs `conv.0/1/2` under mmdet's names (the detector's backbone): expand,
+    depthwise, linear, where a block without expansion (layer1) starts at the depthwise one."""
+    renamed = {}
+    for key, value in state.items():
+        match = _MMPRETRAIN_BLOCK_CONV.match(key)
+        if match is None:
+            renamed[key] = value
+            continue
+        block, index, rest = match.groups()
+        names = ["depthwise_conv", "linear_conv"]
+        if f"{block}.expand_conv.conv.weight" in own:
+            names.insert(0, "expand_conv")
+        renamed[f"{block}.{names[int(index)]}.{rest}"] = value
+    return renamed
+
+
 def to_openmmlab_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename torchvision MobileNetV2 keys and mmpose 0.x `keypoint_head.` to this project's (= OpenMMLab's)."""
     if any(k.startswith("features.") for k in state):
@@ -330,12 +352,14 @@ def load_backbone(model: nn.Module, url_or_path: str) -> str:
     """Initialise `model.backbone` from a classifier checkpoint (as OpenMMLab's `pretrained`).
 
     Keys of the classifier that the backbone lacks (`conv2` for M-V2-D8, the `head`) are dropped;
-    every backbone key must be present.
+    every backbone key must be present. The detector's mmdet backbone names its block convs its own
+    way; the classifier's are renamed to them.
     """
     path, digest = fetch(url_or_path)
     state = to_openmmlab_keys(read_state_dict(path))
     backbone: nn.Module = model.backbone  # type: ignore[assignment]
     own = backbone.state_dict()
     sub = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    sub = _as_mmdet_blocks(sub, own) if any(".depthwise_conv." in k for k in own) else sub
     load_strict(backbone, {k: v for k, v in sub.items() if k in own}, source=f"{path.name} (backbone)")
     return digest
