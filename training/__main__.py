@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default: 0)")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("defaults", help="build the three default models where the repository lacks them")
+    p = sub.add_parser("defaults", help="build the four default models where the repository lacks them")
     p.add_argument("--out", default="models", help="model repository (default: models)")
     p.add_argument("--work", default=".cache/defaults", help="synthetic data and training runs")
     p.add_argument("--offline", action="store_true", help="do not try to download released checkpoints")

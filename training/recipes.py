@@ -420,13 +420,15 @@ RECIPES: dict[str, Recipe] = {
     r.name: r for r in [CLASSIFIER, *_segmentation_recipes(), *POSE_RECIPES, DETECTOR]
 }
 
-# The three models `make models` builds and the service serves by default. FCN is the Cityscapes
+# The four models `make models` builds and the service serves by default (the detector finds
+# /v1/pose's people when a request brings no boxes). FCN is the Cityscapes
 # head with the fewest operations (78 GMACs at 512×1024 against 136 for DeepLabV3+), which
 # matters most where the service runs on CPU cores.
 DEFAULT_RECIPES = (
     CLASSIFIER.name,
     "mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024",
     "td-hm_mobilenetv2_8xb64-210e_coco-256x192",
+    DETECTOR.name,
 )
 
 

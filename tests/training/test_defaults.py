@@ -1,4 +1,4 @@
-"""`python -m training defaults` offline: three models trained on synthetic data, with honest cards."""
+"""`python -m training defaults` offline: four models trained on synthetic data, with honest cards."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from training.recipes import DEFAULT_RECIPES
 def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    classifier, segmentor, pose = DEFAULT_RECIPES
+    classifier, segmentor, pose, detector = DEFAULT_RECIPES
     tiny = {
         classifier: replace(
             PLANS[classifier],
@@ -31,6 +31,7 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
         # lr 0: their backbones stay as loaded, so the test can see where they started.
         segmentor: replace(PLANS[segmentor], n_train=2, n_val=1, iterations=1, batch_size=2, lr=0.0),
         pose: replace(PLANS[pose], n_train=2, n_val=2, iterations=1, batch_size=2, lr=0.0),
+        detector: replace(PLANS[detector], n_train=2, n_val=2, iterations=1, batch_size=2, lr=0.0),
     }
     for name, plan in tiny.items():
         monkeypatch.setitem(defaults.PLANS, name, plan)
@@ -50,11 +51,16 @@ def test_offline_defaults_train_finish_at_the_served_size_and_say_so(
     classifier_card = ModelCard.read(written[0] / "card.json")
     assert classifier_card.weights.checkpoint == str(runs / classifier / "finish/latest.pth")
     assert "2 iterations" in (classifier_card.weights.note or "")
-    # The segmentor's and pose model's backbones started from the finished classifier.
+    # The other three backbones started from the finished classifier (the detector's under mmdet's names).
     finished = torch.load(runs / classifier / "finish/latest.pth", weights_only=True)["model"]
-    for name in (segmentor, pose):
+    for name in (segmentor, pose, detector):
         started = torch.load(runs / name / "latest.pth", weights_only=True)["model"]
         assert torch.equal(started["backbone.conv1.conv.weight"], finished["backbone.conv1.conv.weight"])
+    detector_started = torch.load(runs / detector / "latest.pth", weights_only=True)["model"]
+    assert torch.equal(
+        detector_started["backbone.layer2.0.depthwise_conv.conv.weight"],
+        finished["backbone.layer2.0.conv.1.conv.weight"],
+    )
 
     # A second call finds the models there and builds nothing.
     assert build_defaults(tmp_path / "models", tmp_path / "work", offline=True) == []
@@ -111,7 +117,7 @@ def test_training_twice_with_the_same_plan_gives_the_same_weights(tmp_path: Path
 
 
 def test_each_plan_gets_its_share_of_what_the_budget_leaves_after_every_reserve() -> None:
-    classifier, segmentor, pose = DEFAULT_RECIPES
+    classifier, segmentor, pose, _ = DEFAULT_RECIPES
     reserve_s = 60 * sum(PLANS[n].reserve_minutes for n in DEFAULT_RECIPES)
     shares = sum(PLANS[n].share for n in DEFAULT_RECIPES)
     left_s = 15 * 60.0
