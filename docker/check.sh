@@ -241,13 +241,13 @@ base_url=http://127.0.0.1:$HOST_PORT
 check_serving_image() {
     note "1 serve: mnv2-check-serve read-only, as its own user, on the default models"
     local models=$CACHE/models started status user code
-    if [ "$(ls "$models"/*/*/card.json 2>/dev/null | wc -l)" -lt 3 ]; then
+    if [ "$(ls "$models"/*/*/card.json 2>/dev/null | wc -l)" -lt 4 ]; then
         # The project's own tooling, in the training image: a short budget is plenty for a check.
         started=$(date +%s)
         mkdir -p "$models" && chown 10001:10001 "$models"
         if docker run --rm --network none -v "$models:/models" mnv2-check-train \
             python -m training defaults --out /models --offline --minutes 1 >"$LOGS/serve-models.log" 2>&1; then
-            pass "serve: the training image built the three default models into $models ($(seconds_since "$started") s)"
+            pass "serve: the training image built the four default models into $models ($(seconds_since "$started") s)"
         else
             fail "serve: python -m training defaults in mnv2-check-train"; show_log "$LOGS/serve-models.log"; return
         fi

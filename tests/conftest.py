@@ -1,5 +1,9 @@
 """Shared fixtures: a model repository of the default recipes, exported once per source version.
 
+The default detector is left out (`TEST_RECIPES`): with random weights it finds nobody, and the
+endpoint tests post `/v1/pose` without boxes to mean the whole image. Detector tests bring their
+own (tests/app/tiny_models.py) or export it (tests/training/test_export.py).
+
 Exports take a minute on 2 cores, so the repository is cached under `.pytest_cache/`, keyed on the
 sources that shape the exported files (recipes, nets, labels, export, the card, the builder
 below); a change to any rebuilds it.
@@ -22,6 +26,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".pytest_cache" / "model-repository"
+
+
+def _test_recipes() -> tuple[str, ...]:
+    from training.recipes import DEFAULT_RECIPES, get_recipe
+
+    return tuple(name for name in DEFAULT_RECIPES if get_recipe(name).task != "detection")
+
+
+TEST_RECIPES = _test_recipes()
 
 
 def _source_key() -> str:
@@ -60,15 +73,15 @@ def _calibrate_batchnorm(model: object, height: int, width: int) -> None:
 
 
 def build_repository(out: Path) -> None:
-    """Export the default recipes into `out` (random weights, calibrated BatchNorm)."""
+    """Export `TEST_RECIPES` into `out` (random weights, calibrated BatchNorm)."""
     import torch
 
     from contract.card import Weights
     from training.export import export_model
-    from training.recipes import DEFAULT_RECIPES, get_recipe
+    from training.recipes import get_recipe
 
     torch.manual_seed(0)
-    for name in DEFAULT_RECIPES:
+    for name in TEST_RECIPES:
         recipe = get_recipe(name)
         model = recipe.build()
         height, width = recipe.input_size
@@ -81,7 +94,7 @@ def build_repository(out: Path) -> None:
 
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
-    """A read-only repository with the default recipes at version 1. Copy it before changing it."""
+    """A read-only repository with `TEST_RECIPES` at version 1. Copy it before changing it."""
     return cached_repository()
 
 

@@ -29,6 +29,7 @@ from app.main import create_app
 from app.metrics import Metrics
 from contract.card import ModelCard, sha256_file
 from contract.repository import CARD_FILE, MODEL_FILE
+from tests.conftest import TEST_RECIPES
 from training import triton
 from training.__main__ import build_parser
 from training.recipes import DEFAULT_RECIPES
@@ -45,7 +46,12 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 # Where a deployment deliberately differs from Settings' defaults (each file says why).
 DEPLOY_OVERRIDES = {"MODEL_REPOSITORY", "DEVICE", "GRPC_PORT"}
-DEFAULT_MODEL_ENV = {"DEFAULT_CLASSIFICATION_MODEL", "DEFAULT_SEGMENTATION_MODEL", "DEFAULT_POSE_MODEL"}
+DEFAULT_MODEL_ENV = {
+    "DEFAULT_CLASSIFICATION_MODEL",
+    "DEFAULT_SEGMENTATION_MODEL",
+    "DEFAULT_POSE_MODEL",
+    "DEFAULT_DETECTION_MODEL",
+}
 INTERPOLATION = re.compile(r"^\$\{(\w+):-(.*)\}$")
 
 
@@ -626,8 +632,8 @@ ORT_TO_TRITON = {"tensor(uint8)": "TYPE_UINT8", "tensor(float)": "TYPE_FP32", "t
 
 @pytest.fixture(scope="module")
 def default_models(model_repository: Path) -> Path:
-    """The three default models at version 1 (tests/conftest.py: exported once, then cached)."""
-    assert sorted(p.name for p in model_repository.iterdir() if p.is_dir()) == sorted(DEFAULT_RECIPES)
+    """The default models but the detector, at version 1 (tests/conftest.py: exported once, cached)."""
+    assert sorted(p.name for p in model_repository.iterdir() if p.is_dir()) == sorted(TEST_RECIPES)
     return model_repository
 
 
@@ -635,12 +641,12 @@ def default_models(model_repository: Path) -> Path:
 def triton_repository(default_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("triton")
     written = triton.export_triton(default_models, out, max_batch_size=16, max_queue_delay_us=2000)
-    assert sorted(written) == sorted(out / name for name in DEFAULT_RECIPES)
+    assert sorted(written) == sorted(out / name for name in TEST_RECIPES)
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEFAULT_RECIPES)
+@pytest.mark.parametrize("name", TEST_RECIPES)
 def test_triton_config_matches_the_onnx_graph(
     name: str, default_models: Path, triton_repository: Path
 ) -> None:
@@ -712,4 +718,4 @@ def test_export_triton_command(default_models: Path, tmp_path: Path) -> None:
     except SystemExit:
         pytest.skip("`python -m training export-triton` is not wired into training/__main__.py yet")
     assert main(["export-triton", "--models", str(default_models), "--out", str(tmp_path)]) == 0
-    assert sorted(p.parent.name for p in tmp_path.glob(f"*/{triton.CONFIG_FILE}")) == sorted(DEFAULT_RECIPES)
+    assert sorted(p.parent.name for p in tmp_path.glob(f"*/{triton.CONFIG_FILE}")) == sorted(TEST_RECIPES)

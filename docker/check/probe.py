@@ -2,7 +2,7 @@
 
 Each command prints one PASS or FAIL line per behaviour it checks and exits 1 if any failed.
   probe.py ready URL SECONDS          /readyz answers 200 within SECONDS
-  probe.py tasks URL                  one answer each from /v1/classify, /v1/segment, /v1/pose
+  probe.py tasks URL                  one answer each from /v1/classify, /v1/segment, /v1/detect, /v1/pose
   probe.py classify URL [COUNT [ID]]  COUNT classifications, each sent with X-Request-ID ID-n
   probe.py too-large URL BYTES        a body over the limit: 413 in the service's JSON error shape
 """
@@ -104,7 +104,8 @@ def post_image(url: str, request_id: str | None = None) -> Answer:
 
 
 def tasks(base: str) -> None:
-    for path, key in (("/v1/classify", "results"), ("/v1/segment", "results"), ("/v1/pose", "people")):
+    answers = ("/v1/classify", "results"), ("/v1/segment", "results"), ("/v1/detect", "results")
+    for path, key in (*answers, ("/v1/pose", "people")):
         answer = post_image(base + path)
         body = answer.json()
         ok = answer.status == 200 and key in body
