@@ -2,10 +2,16 @@
 // so that it doubles as a worked example of the endpoints. URLs are relative to the page.
 "use strict";
 
+// mmdet's demo draws boxes scoring 0.3 and up; the model's own 0.02 (its test_cfg, for AP) keeps
+// dozens of faint ones.
+const DETECT_SCORE = 0.3;
+
 const ENDPOINTS = {
   classification: "v1/classify",
   segmentation: "v1/segment?format=json", // the classes, plus the mask as a base64 palette PNG
-  pose: "v1/pose", // no boxes: the whole image is one person box
+  // No boxes: the service's detector finds the people, or without one the whole image is one person.
+  pose: "v1/pose",
+  detection: `v1/detect?score_threshold=${DETECT_SCORE}`,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -232,6 +238,7 @@ async function show(model, answer, roundTrip, url) {
   state.hover = null;
   if (model.task === "classification") showClassification(answer.results[0], model);
   else if (model.task === "segmentation") await showSegmentation(answer.results[0]);
+  else if (model.task === "detection") showDetection(answer.results[0]);
   else showPose(answer);
   state.redraw();
 
@@ -255,7 +262,7 @@ function drawPicture(ctx) {
   else ctx.clearRect(0, 0, width, height);
 }
 
-// -- the three answers -----------------------------------------------------------------------------
+// -- the four answers ------------------------------------------------------------------------------
 
 function showClassification(result, model) {
   state.redraw = () => drawPicture($("canvas").getContext("2d"));
@@ -327,6 +334,15 @@ function showPose(answer) {
   state.redraw = () => {
     const ctx = canvas.getContext("2d");
     drawPicture(ctx);
+    // Each person's box, dashed, unless it is the whole image (then it would only frame the picture).
+    if (answer.boxes !== "whole_image") {
+      ctx.save();
+      ctx.setLineDash([3 * unit, 2 * unit]);
+      ctx.lineWidth = unit / 2;
+      ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+      for (const [x1, y1, x2, y2] of answer.people.map((person) => person.box)) ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      ctx.restore();
+    }
     for (const person of answer.people) drawPerson(ctx, person, answer.skeleton, unit, threshold);
   };
   const points = answer.people.flatMap((person) => person.keypoints);
@@ -345,9 +361,12 @@ function showPose(answer) {
   const drawn = points.filter((k) => k.score >= threshold).length;
   const heading = `${people} ${people === 1 ? "person" : "people"} · ${points.length} keypoints`;
   $("details").append(el("h2", "", `${heading} · ${drawn} drawn (score ≥ ${threshold})`));
+  $("details").append(el("p", "note", BOXES_FROM[answer.boxes](answer.detector)));
   for (const person of answer.people) {
     const table = el("table", "keypoints");
-    table.createCaption().textContent = `Box [${person.box.map(pixel).join(", ")}] · mean score ${person.score.toFixed(3)}`;
+    const found = person.box_score == null ? "" : ` · detector score ${person.box_score.toFixed(3)}`;
+    table.createCaption().textContent =
+      `Box [${person.box.map(pixel).join(", ")}]${found} · mean keypoint score ${person.score.toFixed(3)}`;
     const { width, height } = answer.image;
     for (const k of person.keypoints) {
       // A box reaching past the edge (mmpose pads its crop) can put a keypoint off the image.
@@ -363,6 +382,59 @@ function showPose(answer) {
     }
     $("details").append(table);
   }
+}
+
+/** Where the pose answer's person boxes came from (its `boxes` field). */
+const BOXES_FROM = {
+  detector: (name) => `People found by the detector ${name}, then a pose per person.`,
+  whole_image: () => "No detector is loaded: the whole image is one person's box.",
+  request: () => "Person boxes as the request gave them.",
+};
+
+/** Boxes over the picture, the class and score on each; the one under the pointer named. */
+function showDetection(result) {
+  const canvas = $("canvas");
+  const unit = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 200));
+  const colour = (index) => `hsl(${(index * 137) % 360}, 85%, 55%)`; // apart for neighbouring indices
+  state.redraw = () => {
+    const ctx = canvas.getContext("2d");
+    drawPicture(ctx);
+    ctx.font = `${6 * unit}px sans-serif`;
+    ctx.textBaseline = "bottom";
+    for (const o of [...result.objects].reverse()) { // the highest score drawn last, on top
+      const [x1, y1, x2, y2] = o.box;
+      ctx.lineWidth = unit;
+      ctx.strokeStyle = colour(o.index);
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      const text = `${o.label} ${o.score.toFixed(2)}`;
+      ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+      ctx.fillRect(x1, Math.max(0, y1 - 7 * unit), ctx.measureText(text).width + 2 * unit, 7 * unit);
+      ctx.fillStyle = "white";
+      ctx.fillText(text, x1 + unit, Math.max(7 * unit, y1));
+    }
+  };
+  state.hover = (x, y) => {
+    // The smallest box under the pointer: a box inside another stays reachable.
+    const under = result.objects.filter(({ box: [x1, y1, x2, y2] }) => x >= x1 && x < x2 && y >= y1 && y < y2);
+    const area = ({ box: [x1, y1, x2, y2] }) => (x2 - x1) * (y2 - y1);
+    const o = under.sort((a, b) => area(a) - area(b))[0];
+    return o && `${o.label} · score ${o.score.toFixed(3)} · [${o.box.map(pixel).join(", ")}]`;
+  };
+
+  const count = result.objects.length;
+  const list = el("ol", "bars");
+  for (const o of result.objects) {
+    const fill = el("span", "fill");
+    fill.style.width = `${Math.min(100, o.score * 100)}%`;
+    fill.style.backgroundColor = colour(o.index);
+    const bar = el("span", "bar");
+    bar.append(fill);
+    const row = el("li");
+    row.title = `box [${o.box.map(pixel).join(", ")}]`;
+    row.append(el("span", "label", o.label), bar, el("span", "score", percent(o.score)));
+    list.append(row);
+  }
+  $("details").append(el("h2", "", `${count} ${count === 1 ? "object" : "objects"} scoring above ${DETECT_SCORE}`), list);
 }
 
 /** A person's box, and the keypoints scoring at least `threshold` with the limbs between them. */

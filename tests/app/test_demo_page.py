@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.app.conftest import RunningServer, encode, scene, serve
-from tests.app.tiny_models import LABELS, write_classifier
+from tests.app.tiny_models import LABELS, write_classifier, write_detector
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -280,3 +281,62 @@ def isolated_keypoint_inside(keypoints: list[dict[str, Any]], size: dict[str, in
     ]
     assert inside, "no keypoint inside the image to hover"
     return max(inside, key=clearance)
+
+
+@pytest.fixture(scope="module")
+def detector_server(
+    model_repository: Path, names: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """The default pose model beside the tiny detector (fixed boxes, scores following brightness)."""
+    repository = tmp_path_factory.mktemp("demo-detector")
+    shutil.copytree(model_repository / names["pose"], repository / names["pose"])
+    write_detector(repository)
+    with serve(
+        repository, default_pose_model=names["pose"], default_detection_model="tiny-detector"
+    ) as running:
+        yield running
+
+
+def test_page_draws_the_detected_boxes_and_finds_the_people_for_pose(
+    browser: Browser, detector_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bright = encode(np.full((96, 160, 3), 250, np.uint8), "PNG")
+    with detector_server.client() as client:
+        detected = client.post(
+            "/v1/detect?score_threshold=0.3", files={"file": ("bright.png", bright, "image/png")}
+        ).json()["results"][0]
+        posed = client.post("/v1/pose", files={"file": ("bright.png", bright, "image/png")}).json()
+    objects = detected["objects"]
+    assert len(objects) >= 2 and posed["boxes"] == "detector" and posed["people"]
+
+    with opened_page(browser, detector_server) as page:
+        page.select_option("#task", "detection")  # the first task, classification, has no model here
+        page.wait_for_selector("#model option[value]", state="attached")
+        page.set_input_files(
+            "#file", files=[{"name": "bright.png", "mimeType": "image/png", "buffer": bright}]
+        )
+        wait_for_answer(page, "detection")
+        assert page.inner_text("#details h2") == f"{len(objects)} objects scoring above 0.3"
+        labels = page.locator("ol.bars li .label").all_inner_texts()
+        assert labels == [o["label"] for o in objects]  # highest score first, as the API lists them
+
+        # Hovering a box's centre names the smallest box there, as the page's tooltip promises.
+        target = objects[0]
+        x, y = (target["box"][0] + target["box"][2]) / 2, (target["box"][1] + target["box"][3]) / 2
+        under = [o for o in objects if o["box"][0] <= x < o["box"][2] and o["box"][1] <= y < o["box"][3]]
+        smallest = min(under, key=lambda o: (o["box"][2] - o["box"][0]) * (o["box"][3] - o["box"][1]))
+        box = page.locator("#canvas").bounding_box()
+        assert box is not None
+        scale = box["width"] / detected["image"]["width"]
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        screenshot(page, tmp_path, "detection", capsys)
+        assert page.inner_text("#tip").startswith(f"{smallest['label']} · score {smallest['score']:.3f}")
+
+        # Pose without boxes: the detector's people, each captioned with its detector score.
+        page.select_option("#task", "pose")
+        wait_for_answer(page, "pose")
+        assert "People found by the detector tiny-detector" in page.inner_text("#details")
+        captions = page.locator("table.keypoints caption").all_inner_texts()
+        assert len(captions) == len(posed["people"])
+        assert f"detector score {posed['people'][0]['box_score']:.3f}" in captions[0]
+        screenshot(page, tmp_path, "pose-detector", capsys)
