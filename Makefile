@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 MODEL_REPOSITORY ?= models
 export MODEL_REPOSITORY
 
-.PHONY: setup serve models models-if-missing test lint bench container-check clean
+.PHONY: setup serve models models-if-missing test lint bench e2e-check container-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# Trains the default classifier and detector briefly, serves them, and checks that /v1/pose finds
+# the people of held-out synthetic scenes (minutes; run by .ci/run after the unit suite).
+e2e-check: setup
+	$(VENV)/bin/pytest -q -m e2e tests/e2e -s
 
 # The benchmark of README's Performance section: service vs in-process limit vs a naive server.
 bench: models-if-missing
