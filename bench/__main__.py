@@ -67,6 +67,18 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         help="session options of the naive server(s): default (ONNX Runtime's), service (the "
         "service's), or default,service for both",
     )
+    parser.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="also run the service with dynamic batching off (MAX_BATCH_SIZE=1), side by side",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each (task, clients) step this many times, every server in turn (interleaved); "
+        "tables give the median and the spread",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the outputs")
     parser.add_argument(
         "--models",
@@ -120,6 +132,8 @@ def parse(argv: list[str]) -> Options | PerfOptions:
     baseline_options = tuple(o.strip() for o in args.baseline_options.split(",") if o.strip())
     if any(o not in ("default", "service") for o in baseline_options):
         parser.error("--baseline-options takes default, service or default,service")
+    if args.repeats < 1:
+        parser.error("--repeats takes a count of at least 1")
     settings = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -156,6 +170,8 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         limit=not args.no_limit,
         limit_seconds=args.limit_seconds,
         baseline_options=baseline_options,
+        unbatched=args.unbatched,
+        repeats=args.repeats,
         command="python -m bench " + shlex.join(argv),
     )
 

@@ -48,6 +48,25 @@ class Step:
     server_cpu_share: float | None
     other_cpu_share: float | None  # the rest of the machine's busy CPU: other jobs
     error_samples: list[str] = field(default_factory=list)
+    repeat: int = 0  # which of `--repeats` (0-based)
+
+
+def median_step(steps: list[Step]) -> Step | None:
+    """The step of median throughput (the lower middle one of an even count)."""
+    if not steps:
+        return None
+    return sorted(steps, key=lambda s: s.images_per_s)[(len(steps) - 1) // 2]
+
+
+def spread(steps: list[Step]) -> str:
+    """`median (min–max, ±half the range as % of the median)` of the steps' images/s."""
+    middle = median_step(steps)
+    assert middle is not None
+    rates = [s.images_per_s for s in steps]
+    if len(rates) == 1:
+        return f"{middle.images_per_s:.1f}"
+    half = (max(rates) - min(rates)) / 2 / max(middle.images_per_s, 1e-9) * 100
+    return f"{middle.images_per_s:.1f} ({min(rates):.1f}–{max(rates):.1f}, ±{half:.0f} %)"
 
 
 @dataclass
@@ -148,23 +167,63 @@ def markdown(report: Report) -> str:
         "",
         "### Load steps",
         "",
-        "| server | task | clients | req/s | img/s | × limit | × bound | p50 ms | p95 ms | p99 ms | mean batch "
-        "| errors | client CPU ms/req | server CPU ms/req | other jobs' CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | task | clients | repeat | req/s | img/s | × limit | × bound | p50 ms | p95 ms | p99 ms "
+        "| mean batch | errors | client CPU ms/req | server CPU ms/req | other jobs' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report.steps:
         lines.append(
-            f"| {s.server} | {s.task} | {s.concurrency} | {s.requests_per_s:.1f} | {s.images_per_s:.1f} | "
+            f"| {s.server} | {s.task} | {s.concurrency} | {s.repeat + 1} | {s.requests_per_s:.1f} | {s.images_per_s:.1f} | "
             f"{_fmt(s.ratio_to_limit, 2)} | {_fmt(s.ratio_to_bound, 2)} | {_fmt(s.p50_ms)} | {_fmt(s.p95_ms)} | {_fmt(s.p99_ms)} | "
             f"{_fmt(s.mean_batch, 2)} | {_errors(s.errors)} | {_fmt(s.client_cpu_ms_per_request, 2)} | "
             f"{_fmt(s.server_cpu_ms_per_request, 1)} | {_fmt(s.other_cpu_share, 2)} |"
         )
+    lines += comparison(report)
     if report.targets:
         lines += ["", "### Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
         for t in report.targets:
             met = "–" if t.met is None else ("yes" if t.met else "**no**")
             lines.append(f"| {t.name} | {t.wanted} | {t.measured} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def comparison(report: Report) -> list[str]:
+    """Per task, each server's images/s at each client count: the median repeat with its spread,
+    and its ratio to the first naive server's median (the servers ran interleaved)."""
+    servers = list(dict.fromkeys(s.server for s in report.steps))
+    lines: list[str] = []
+    for task in dict.fromkeys(s.task for s in report.steps):
+        of: dict[tuple[str, int], list[Step]] = {}
+        for s in report.steps:
+            if s.task == task:
+                of.setdefault((s.server, s.concurrency), []).append(s)
+        naive = next((k for k in servers if k.startswith("naive")), None)
+        repeats = max(len(steps) for steps in of.values())
+        lines += [
+            "",
+            f"### {task}: img/s by server and clients, median of {repeats} interleaved repeat(s)"
+            + (f" (min–max, ±half the range); × {naive}" if naive else ""),
+            "",
+            "| clients | " + " | ".join(servers) + " |",
+            "|---|" + "---|" * len(servers),
+        ]
+        for concurrency in dict.fromkeys(s.concurrency for s in report.steps if s.task == task):
+            cells = []
+            base = median_step(of.get((naive, concurrency), [])) if naive else None
+            for server in servers:
+                steps = of.get((server, concurrency), [])
+                middle = median_step(steps)
+                if middle is None:
+                    cells.append("–")
+                    continue
+                ratio = (
+                    f" · ×{middle.images_per_s / base.images_per_s:.2f}"
+                    if base is not None and base.images_per_s > 0 and server != naive
+                    else ""
+                )
+                cells.append(spread(steps) + ratio)
+            lines.append(f"| {concurrency} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: Report, path: Path) -> None:
@@ -176,12 +235,19 @@ def plot(report: Report, path: Path) -> None:
 
     tasks = list(dict.fromkeys(s.task for s in report.steps)) or list(report.limits)
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
-    colours = {"service": "tab:blue", "naive": "tab:orange", "naive-svc-opts": "tab:red"}
+    colours = {
+        "service": "tab:blue",
+        "service-unbatched": "tab:purple",
+        "naive": "tab:orange",
+        "naive-svc-opts": "tab:red",
+    }
     for ax, task in zip(axes[0], tasks, strict=False):
         for server in dict.fromkeys(s.server for s in report.steps):
-            steps = [
-                s for s in report.steps if s.task == task and s.server == server and s.p50_ms is not None
-            ]
+            by_clients: dict[int, list[Step]] = {}
+            for s in report.steps:
+                if s.task == task and s.server == server and s.p50_ms is not None:
+                    by_clients.setdefault(s.concurrency, []).append(s)
+            steps = [m for m in (median_step(group) for group in by_clients.values()) if m is not None]
             if not steps:
                 continue
             x = [s.images_per_s for s in steps]

@@ -22,7 +22,7 @@ def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path,
     command = [
         sys.executable, "-m", "bench",
         "--tasks", "classification", "--concurrency", "1,4", "--requests", "8", "--duration", "20",
-        "--baseline", "--models", str(model_repository), "--out", str(out),
+        "--baseline", "--unbatched", "--repeats", "2", "--models", str(model_repository), "--out", str(out),
         "--set", f"MODELS={classifier_name(model_repository)}", "--set", "MAX_BATCH_SIZE=2",
         "--sizes", "320x240,640x480", "--per-size", "1", "--limit-seconds", "0.3",
     ]  # fmt: skip
@@ -30,8 +30,13 @@ def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path,
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
 
     report = json.loads((out / "results.json").read_text())
-    steps = {(s["server"], s["concurrency"]): s for s in report["steps"]}
-    assert set(steps) == {("service", 1), ("service", 4), ("naive", 1), ("naive", 4)}
+    steps = {(s["server"], s["concurrency"], s["repeat"]): s for s in report["steps"]}
+    servers = ("service", "service-unbatched", "naive")
+    assert set(steps) == {(k, c, r) for k in servers for c in (1, 4) for r in (0, 1)}
+    # Batching off means one image per session.run, even with 4 clients waiting.
+    assert (
+        steps["service-unbatched", 4, 0]["mean_batch"] == steps["service-unbatched", 4, 1]["mean_batch"] == 1
+    )
     for step in steps.values():
         assert step["task"] == "classification"
         assert step["sent"] == step["ok"] == 8 and step["errors"] == {}
@@ -55,7 +60,12 @@ def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path,
     }
 
     table = (out / "results.md").read_text()
-    assert "| service | classification | 1 |" in table and "| naive | classification | 4 |" in table
+    assert "| service | classification | 1 | 1 |" in table and "| naive | classification | 4 | 2 |" in table
+    # The comparison: each server's median of the two repeats, with their range, against the naive one.
+    assert (
+        "median of 2 interleaved repeat(s)" in table
+        and "| clients | service | service-unbatched | naive |" in table
+    )
     assert table in run.stdout  # the same table on stdout
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "images").glob("*.jpg"))) == 2
