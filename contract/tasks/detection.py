@@ -71,25 +71,34 @@ PERSON_SCORE_THRESHOLD = 0.3
 PERSON_NMS_THRESHOLD = 0.3
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, pixel: float = 0.0) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, pixel: float = 0.0, limit: int | None = None
+) -> np.ndarray:
     """Indices kept by greedy NMS, highest score first; suppresses IoU > `iou_threshold`.
 
-    `pixel` 0 measures boxes as mmcv's `nms` does; 1 as mmpose's (inclusive pixel counts).
+    `pixel` 0 measures boxes as mmcv's `nms` does; 1 as mmpose's (inclusive pixel counts). `limit`
+    stops after that many kept: the greedy order keeps them first, so they are the same boxes.
     """
     order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0] + pixel) * (boxes[:, 3] - boxes[:, 1] + pixel)
-    keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
+    # Sorted once into contiguous coordinates: each step then compares the best box left with the
+    # slice after it, without gathering the survivors again (a trained detector sends ~1400).
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[order, k]) for k in range(4))
+    areas = (x2 - x1 + pixel) * (y2 - y1 + pixel)
+    suppressed = np.zeros(order.size, bool)
+    keep: list[int] = []
+    tiny = np.finfo(np.float32).tiny
+    for best in range(order.size):
+        if suppressed[best]:
+            continue
         keep.append(best)
-        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
-        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1 + pixel, 0, None) * np.clip(y2 - y1 + pixel, 0, None)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, np.finfo(np.float32).tiny)
-        order = rest[iou <= iou_threshold]
-    return np.array(keep, dtype=np.int64)
+        if limit is not None and len(keep) >= limit:
+            break
+        later = slice(best + 1, None)
+        inter = np.clip(np.minimum(x2[best], x2[later]) - np.maximum(x1[best], x1[later]) + pixel, 0, None)
+        inter *= np.clip(np.minimum(y2[best], y2[later]) - np.maximum(y1[best], y1[later]) + pixel, 0, None)
+        iou = inter / np.maximum(areas[best] + areas[later] - inter, tiny)
+        suppressed[later] |= iou > iou_threshold
+    return order[np.array(keep, dtype=np.int64)]
 
 
 def detect(
@@ -142,7 +151,12 @@ def postprocess(
     kept_boxes, kept_scores, kept_labels = kept_boxes[nonempty], kept_scores[nonempty], kept_labels[nonempty]
     chosen = [
         np.flatnonzero(kept_labels == label)[
-            nms(kept_boxes[kept_labels == label], kept_scores[kept_labels == label], limits.iou)
+            nms(
+                kept_boxes[kept_labels == label],
+                kept_scores[kept_labels == label],
+                limits.iou,
+                limit=limits.max_detections,
+            )
         ]
         for label in np.unique(kept_labels)
     ]

@@ -148,3 +148,37 @@ def test_mmpose_nms_counts_pixels_inclusively() -> None:
     scores = np.array([0.9, 0.8])
     assert len(detection.nms(pair, scores, 0.4)) == 2
     assert len(detection.nms(pair, scores, 0.4, pixel=1.0)) == 1
+
+
+def _iou(a: np.ndarray, b: np.ndarray, pixel: float) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + pixel)
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + pixel)
+    area = lambda box: (box[2] - box[0] + pixel) * (box[3] - box[1] + pixel)  # noqa: E731
+    return w * h / max(area(a) + area(b) - w * h, np.finfo(np.float32).tiny)
+
+
+def _greedy_nms_by_definition(
+    boxes: np.ndarray, scores: np.ndarray, threshold: float, pixel: float
+) -> list[int]:
+    """The definition, one pair at a time: take the best box left, drop those overlapping it more."""
+    left = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep input order
+    kept = []
+    while left:
+        best = left.pop(0)
+        kept.append(best)
+        left = [other for other in left if _iou(boxes[best], boxes[other], pixel) <= threshold]
+    return kept
+
+
+def test_nms_keeps_what_the_greedy_definition_keeps_and_a_limit_keeps_its_first_ones() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n = int(rng.integers(0, 120))
+        corner = rng.uniform(0, 60, (n, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(0.5, 30, (n, 2))], 1)
+        # Every other trial draws scores from a few values, so that ties are common.
+        scores = rng.choice(np.linspace(0, 1, 8), n) if trial % 2 else rng.uniform(0, 1, n)
+        for pixel, threshold in ((0.0, 0.45), (1.0, 0.3)):
+            expected = _greedy_nms_by_definition(boxes, scores, threshold, pixel)
+            assert detection.nms(boxes, scores, threshold, pixel).tolist() == expected
+            assert detection.nms(boxes, scores, threshold, pixel, limit=5).tolist() == expected[:5]
