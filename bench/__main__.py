@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import perf_analyzer
 from bench.images import DEFAULT_SIZES, parse_sizes
 from bench.perf_analyzer import PerfOptions
-from bench.run import PLANS, Options, main
+from bench.run import PLANS, UNBATCHED_SETTINGS, Options, main
 
 
 def _ints(text: str) -> list[int]:
@@ -71,6 +71,13 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         "--unbatched",
         action="store_true",
         help="also run the service with dynamic batching off (MAX_BATCH_SIZE=1), side by side",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="also run the service with these settings, as server service-NAME; repeatable",
     )
     parser.add_argument(
         "--repeats",
@@ -132,6 +139,15 @@ def parse(argv: list[str]) -> Options | PerfOptions:
     baseline_options = tuple(o.strip() for o in args.baseline_options.split(",") if o.strip())
     if any(o not in ("default", "service") for o in baseline_options):
         parser.error("--baseline-options takes default, service or default,service")
+    variants: dict[str, dict[str, str]] = {}
+    if args.unbatched:
+        variants["unbatched"] = dict(UNBATCHED_SETTINGS)
+    for item in args.variant:
+        name, sep, pairs = item.partition(":")
+        chosen = dict(pair.split("=", 1) for pair in pairs.split(",") if "=" in pair)
+        if not sep or not name.strip() or not chosen:
+            parser.error(f"--variant takes NAME:KEY=VALUE[,KEY=VALUE], got {item!r}")
+        variants[name.strip()] = {k.strip().upper(): v for k, v in chosen.items()}
     if args.repeats < 1:
         parser.error("--repeats takes a count of at least 1")
     settings = {}
@@ -170,7 +186,7 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         limit=not args.no_limit,
         limit_seconds=args.limit_seconds,
         baseline_options=baseline_options,
-        unbatched=args.unbatched,
+        variants=variants,
         repeats=args.repeats,
         command="python -m bench " + shlex.join(argv),
     )

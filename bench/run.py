@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -89,12 +89,13 @@ class Options:
     limit_seconds: float | None = None  # per (batch size, schedule); None: the task's plan
     # Session options of the naive servers: "default" (ONNX Runtime's) and/or "service" (app.runtime).
     baseline_options: tuple[str, ...] = ("default",)
-    unbatched: bool = False
+    # Extra service servers: name → settings on top of --set ("unbatched": MAX_BATCH_SIZE=1).
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)
     repeats: int = 1  # each (task, clients) step this many times, the servers interleaved
 
 
 def is_service(kind: str) -> bool:
-    return kind in ("service", UNBATCHED)
+    return kind == "service" or kind.startswith("service-")
 
 
 class MachineCpu:
@@ -305,7 +306,7 @@ class Runner:
         limits_after: dict[str, Limit] = {}
         steps: list[Step] = []
         servers: list[ServerFigures] = []
-        kinds = ["service"] + ([UNBATCHED] if o.unbatched else [])
+        kinds = ["service"] + [f"service-{name}" for name in o.variants]
         if o.baseline:
             kinds += [NAIVE_KINDS[option] for option in o.baseline_options]
         # Every server runs for the whole run (idle ones cost memory, not CPU), so that each repeat
@@ -320,8 +321,8 @@ class Runner:
                     continue
                 module = "app" if is_service(kind) else "bench.naive_server"
                 env = self.server_env()
-                if kind == UNBATCHED:
-                    env.update(UNBATCHED_SETTINGS)
+                if kind.startswith("service-"):
+                    env.update(o.variants[kind.removeprefix("service-")])
                 elif kind != "service":
                     env["NAIVE_SESSION_OPTIONS"] = next(k for k, v in NAIVE_KINDS.items() if v == kind)
                 process = ServerProcess(kind, module, env, o.server_cpus, o.out / f"{kind}.log")
