@@ -139,3 +139,43 @@ def test_the_zero_cost_model_has_the_classifiers_interface_and_costs_almost_noth
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     nodes = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
     assert "Conv" not in nodes and len(nodes) <= 5
+
+
+def test_two_service_processes_share_one_port_answer_and_stop_together(model_repository: Path) -> None:
+    import os
+    import signal
+
+    import httpx
+
+    from bench.images import image_set
+    from bench.server import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(model_repository),
+        "MODELS": classifier_name(model_repository),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "warning",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "bench.processes", "2"], cwd=ROOT, env=env)
+    try:
+        from bench.processes import _ready
+
+        _ready(f"http://127.0.0.1:{port}", 2, timeout_s=120)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) == 2  # two servers, each its own process with its own sessions
+        photo = image_set(((320, 240),), 1)[0].data
+        answers = [
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/classify", content=photo, headers={"Content-Type": "image/jpeg"}
+            )
+            for _ in range(6)  # a fresh connection each: the kernel hands them to either process
+        ]
+        assert [a.status_code for a in answers] == [200] * 6
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0  # both drained and exited 0
+    finally:
+        if server.poll() is None:
+            server.kill()
