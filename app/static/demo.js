@@ -264,19 +264,26 @@ function drawPicture(ctx) {
 
 // -- the four answers ------------------------------------------------------------------------------
 
-function showClassification(result, model) {
-  state.redraw = () => drawPicture($("canvas").getContext("2d"));
+/** One bar per item (`label`, `score`), in the given order; `title` and `colour` per item. */
+function scoreBars(items, title, colour = () => null) {
   const list = el("ol", "bars");
-  for (const p of result.predictions) {
+  for (const item of items) {
     const fill = el("span", "fill");
-    fill.style.width = `${Math.min(100, p.score * 100)}%`;
+    fill.style.width = `${Math.min(100, item.score * 100)}%`;
+    if (colour(item)) fill.style.backgroundColor = colour(item);
     const bar = el("span", "bar");
     bar.append(fill);
     const row = el("li");
-    row.title = `class index ${p.index}`;
-    row.append(el("span", "label", p.label), bar, el("span", "score", percent(p.score)));
+    row.title = title(item);
+    row.append(el("span", "label", item.label), bar, el("span", "score", percent(item.score)));
     list.append(row);
   }
+  return list;
+}
+
+function showClassification(result, model) {
+  state.redraw = () => drawPicture($("canvas").getContext("2d"));
+  const list = scoreBars(result.predictions, (p) => `class index ${p.index}`);
   $("details").append(el("h2", "", `Top ${result.predictions.length} of ${model.num_labels} classes`), list);
 }
 
@@ -422,18 +429,7 @@ function showDetection(result) {
   };
 
   const count = result.objects.length;
-  const list = el("ol", "bars");
-  for (const o of result.objects) {
-    const fill = el("span", "fill");
-    fill.style.width = `${Math.min(100, o.score * 100)}%`;
-    fill.style.backgroundColor = colour(o.index);
-    const bar = el("span", "bar");
-    bar.append(fill);
-    const row = el("li");
-    row.title = `box [${o.box.map(pixel).join(", ")}]`;
-    row.append(el("span", "label", o.label), bar, el("span", "score", percent(o.score)));
-    list.append(row);
-  }
+  const list = scoreBars(result.objects, (o) => `box [${o.box.map(pixel).join(", ")}]`, (o) => colour(o.index));
   $("details").append(el("h2", "", `${count} ${count === 1 ? "object" : "objects"} scoring above ${DETECT_SCORE}`), list);
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import socket
 import struct
 import threading
@@ -24,6 +25,7 @@ from app.config import Settings
 from app.connections import server_config
 from app.main import create_app
 from contract.card import ModelCard
+from tests.app.tiny_models import write_detector
 
 # Small batches and a single warm-up size keep each server's start to a few seconds on 2 cores.
 TEST_DEFAULTS: dict[str, Any] = {"max_batch_size": 4, "warmup_batch_sizes": [1], "log_level": "warning"}
@@ -135,6 +137,20 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 def server(model_repository: Path) -> Iterator[RunningServer]:
     """The default-recipe server shared by the endpoint tests (bodies capped at 2 MB)."""
     with serve(model_repository, max_body_bytes=2_000_000) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pose_and_detector(
+    model_repository: Path, names: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """The default pose model beside the tiny detector (fixed boxes, scores following brightness)."""
+    repository = tmp_path_factory.mktemp("pose-and-detector")
+    shutil.copytree(model_repository / names["pose"], repository / names["pose"])
+    write_detector(repository)
+    with serve(
+        repository, default_pose_model=names["pose"], default_detection_model="tiny-detector"
+    ) as running:
         yield running
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import RunningServer, encode, scene, serve
-from tests.app.tiny_models import LABELS, write_classifier, write_detector
+from tests.app.tiny_models import LABELS, write_classifier
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -283,25 +283,11 @@ def isolated_keypoint_inside(keypoints: list[dict[str, Any]], size: dict[str, in
     return max(inside, key=clearance)
 
 
-@pytest.fixture(scope="module")
-def detector_server(
-    model_repository: Path, names: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    """The default pose model beside the tiny detector (fixed boxes, scores following brightness)."""
-    repository = tmp_path_factory.mktemp("demo-detector")
-    shutil.copytree(model_repository / names["pose"], repository / names["pose"])
-    write_detector(repository)
-    with serve(
-        repository, default_pose_model=names["pose"], default_detection_model="tiny-detector"
-    ) as running:
-        yield running
-
-
 def test_page_draws_the_detected_boxes_and_finds_the_people_for_pose(
-    browser: Browser, detector_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    browser: Browser, pose_and_detector: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bright = encode(np.full((96, 160, 3), 250, np.uint8), "PNG")
-    with detector_server.client() as client:
+    with pose_and_detector.client() as client:
         detected = client.post(
             "/v1/detect?score_threshold=0.3", files={"file": ("bright.png", bright, "image/png")}
         ).json()["results"][0]
@@ -309,7 +295,7 @@ def test_page_draws_the_detected_boxes_and_finds_the_people_for_pose(
     objects = detected["objects"]
     assert len(objects) >= 2 and posed["boxes"] == "detector" and posed["people"]
 
-    with opened_page(browser, detector_server) as page:
+    with opened_page(browser, pose_and_detector) as page:
         page.select_option("#task", "detection")  # the first task, classification, has no model here
         page.wait_for_selector("#model option[value]", state="attached")
         page.set_input_files(

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.app.conftest import RunningServer, encode, serve
-from tests.app.tiny_models import write_detector
-
-
-@pytest.fixture(scope="module")
-def pose_and_detector(
-    model_repository: Path, names: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    repository = tmp_path_factory.mktemp("pose-and-detector")
-    shutil.copytree(model_repository / names["pose"], repository / names["pose"])
-    write_detector(repository)
-    with serve(
-        repository, default_pose_model=names["pose"], default_detection_model="tiny-detector"
-    ) as running:
-        yield running
+from tests.app.conftest import RunningServer, encode
 
 
 @pytest.fixture
