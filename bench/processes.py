@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,14 +86,11 @@ def main(argv: list[str]) -> int:
 
 
 # (name, processes, settings): the same two cores spent three ways.
+ONE_THREAD_EACH = {"INTRA_OP_THREADS": "1", "DECODE_THREADS": "1", "INFERENCE_RUNS": "1"}
 LAYOUTS: tuple[tuple[str, int, dict[str, str]], ...] = (
     ("1 process, default threads", 1, {}),
-    ("1 process, 1+1 threads", 1, {"INTRA_OP_THREADS": "1", "DECODE_THREADS": "1", "INFERENCE_RUNS": "1"}),
-    (
-        "2 processes, 1+1 threads each",
-        2,
-        {"INTRA_OP_THREADS": "1", "DECODE_THREADS": "1", "INFERENCE_RUNS": "1"},
-    ),
+    ("1 process, 1+1 threads", 1, ONE_THREAD_EACH),
+    ("2 processes, 1+1 threads each", 2, ONE_THREAD_EACH),
 )
 
 
@@ -107,7 +106,7 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total + sum(proc_cpu_seconds(int(child)) or 0.0 for child in children)
 
 
-def _ready(url: str, processes: int, timeout_s: float = 180.0) -> None:
+def wait_until_ready(url: str, processes: int, timeout_s: float = 180.0) -> None:
     """/readyz 200 on 8 × processes fresh connections in a row: every process is up."""
     import httpx
 
@@ -133,7 +132,8 @@ def compare(folders: list[Path], rounds: int = 3, clients: int = 16, duration_s:
     from bench.run import run_load
     from bench.server import free_port
 
-    images = [str(p) for p in write_images(image_set(), Path("/tmp/bench-processes-images"))]
+    folder = Path(tempfile.mkdtemp(prefix="bench-processes-"))
+    images = [str(p) for p in write_images(image_set(), folder)]
     servers = []
     try:
         for folder in folders:
@@ -152,7 +152,7 @@ def compare(folders: list[Path], rounds: int = 3, clients: int = 16, duration_s:
                 process = subprocess.Popen([sys.executable, "-m", "bench.processes", str(count)], env=env)
                 servers.append((name, layout, count, f"http://127.0.0.1:{port}", process))
         for _, _, count, url, _ in servers:
-            _ready(url, count)
+            wait_until_ready(url, count)
         figures: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
         for round_ in range(rounds):
             shift = round_ % len(LAYOUTS)
@@ -190,6 +190,7 @@ def compare(folders: list[Path], rounds: int = 3, clients: int = 16, duration_s:
             process.send_signal(signal.SIGTERM)
         for *_, process in servers:
             process.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

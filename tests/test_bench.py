@@ -161,9 +161,9 @@ def test_two_service_processes_share_one_port_answer_and_stop_together(model_rep
     }
     server = subprocess.Popen([sys.executable, "-m", "bench.processes", "2"], cwd=ROOT, env=env)
     try:
-        from bench.processes import _ready
+        from bench.processes import wait_until_ready
 
-        _ready(f"http://127.0.0.1:{port}", 2, timeout_s=120)
+        wait_until_ready(f"http://127.0.0.1:{port}", 2, timeout_s=120)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) == 2  # two servers, each its own process with its own sessions
         photo = image_set(((320, 240),), 1)[0].data
