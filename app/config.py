@@ -130,6 +130,10 @@ class Settings(BaseSettings):
         ge=0,
         description="session.run calls in flight per model, sharing its batch limit (2 runs of 4 rows for a limit of 8); 0 = auto: 2 on the CPU, 1 on CUDA",
     )
+    inline_lone_requests: bool = Field(
+        default=True,
+        description="a request of one image that finds its model idle (nothing else queued or decoding, a run free besides the batcher's) is decoded and run on one thread, skipping the queue; needs INFERENCE_RUNS of 2 or more, so the CPU's default",
+    )
     max_queue_delay_ms: float = Field(
         default=5.0, ge=0, description="longest a batch waits to grow while more requests are on their way"
     )

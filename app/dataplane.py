@@ -9,16 +9,16 @@ deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, TypeVar, cast
 
 import numpy as np
 
-from app.batching import BatchOutcome
+from app.batching import BatchOutcome, InlineRun
 from app.config import Settings
 from app.errors import (
     DeadlineExceeded,
@@ -113,6 +113,12 @@ class _Clock:
         )
 
 
+def _call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """`callback` on `loop`, from any thread; nothing once the loop is closed (the process ends)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
 def answer_format(output: ImageFormat | None, overlay: bool) -> ImageFormat:
     """The answer's format: `format` as given; without it an image (PNG) for an overlay, else JSON.
 
@@ -164,17 +170,32 @@ class DataPlane:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._answers.shutdown(wait=False, cancel_futures=True)
 
-    async def _in_pool(self, deadline: float, fn: Callable[..., T], *args: object, answer: bool = False) -> T:
+    async def _in_pool(
+        self,
+        deadline: float,
+        fn: Callable[..., T],
+        *args: object,
+        answer: bool = False,
+        finished: Callable[[], None] | None = None,
+    ) -> T:
         """`fn(*args)` on the decode pool (the answer pool with `answer`); `DeadlineExceeded` at
         `deadline` (monotonic seconds).
 
         The deadline holds for decoding and for the work after inference alike; the thread itself
         runs on (it cannot be stopped), which is why that work is bounded by the answer's size.
+        `finished` is called on the loop once the thread is done with `fn`, or will never start
+        it, whatever became of the request meanwhile.
         """
         pool = self._answers if answer else self._pool
         if self._aborting:
+            if finished is not None:
+                finished()
             raise ModelNotReady("the service is shutting down", headers={"Retry-After": "1"})
-        future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        loop = asyncio.get_running_loop()
+        work = pool.submit(fn, *args)
+        if finished is not None:
+            work.add_done_callback(lambda _: _call_on_loop(loop, finished))
+        future = asyncio.wrap_future(work, loop=loop)
         self._awaited.add(cast("asyncio.Future[object]", future))
         try:
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
@@ -204,7 +225,7 @@ class DataPlane:
                 f"{len(images)} images; at most {self.settings.max_images} per request (MAX_IMAGES)"
             )
 
-    @contextmanager
+    @contextlib.contextmanager
     def _holding(self, entry: ModelEntry, images: list[bytes], rows: int, canvas: bool) -> Iterator[None]:
         """Hold the bytes the request keeps while it waits in the budget, or raise `Overloaded`.
 
@@ -227,7 +248,7 @@ class DataPlane:
         finally:
             self.budget.give(size)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _tracked(self, entry: ModelEntry) -> Iterator[None]:
         """Count the request as a success or a failure (by reason) of its model."""
         annotate(model=entry.name, version=entry.version)  # for the request's access log line
@@ -262,6 +283,9 @@ class DataPlane:
         assert entry.batcher is not None
         with self._tracked(entry), entry.batcher.reserve(len(images), clock.deadline) as reservation:
             batch = new_batch(len(images))
+            inline = await entry.batcher.claim_inline(reservation) if len(images) == 1 else None
+            if inline is not None:
+                return await self._decode_and_run_inline(inline, clock, images[0], batch, prepare, *args)
             prepared = await asyncio.gather(
                 *(
                     self._in_pool(clock.deadline, prepare, data, batch[i], *args)
@@ -270,6 +294,30 @@ class DataPlane:
             )
             clock.preprocessed()
             return list(prepared), await reservation.submit(batch, clock.deadline)
+
+    async def _decode_and_run_inline(
+        self,
+        inline: InlineRun,
+        clock: _Clock,
+        data: bytes,
+        batch: np.ndarray,
+        prepare: Callable[..., T],
+        *args: object,
+    ) -> tuple[list[T], BatchOutcome]:
+        """A lone request on an idle model: decoded and run on one pool thread (`claim_inline`)."""
+
+        def decode_then_run() -> tuple[T, float, tuple[list[np.ndarray], float]]:
+            value = prepare(data, batch[0], *args)
+            decoded_at = time.monotonic()
+            if decoded_at >= clock.deadline:  # nobody waits for the run any more
+                raise DeadlineExceeded("the request's deadline passed while its images were decoded")
+            return value, decoded_at, inline.run(batch)
+
+        value, decoded_at, (outputs, compute_s) = await self._in_pool(
+            clock.deadline, decode_then_run, finished=inline.release
+        )
+        clock.preprocess_ms = (decoded_at - clock.started) * 1e3
+        return [value], inline.finish(outputs, compute_s)
 
     # -- classification --------------------------------------------------------------------------
 

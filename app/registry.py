@@ -280,6 +280,7 @@ class ModelRegistry:
             max_queue_size=s.max_queue_size,
             observer=entry.metrics,
             runs=entry.runs,
+            inline=s.inline_lone_requests,
         )
         entry.batcher.observe_run_seconds(run_seconds)
         entry.batcher.start()

@@ -306,3 +306,94 @@ def test_two_runs_in_flight_each_answer_their_own_rows_and_never_more_than_two_a
         assert answer.tolist() == [v * 12, (v + 1) * 12]
     assert model.most_in_flight == 2
     assert sorted(map(sorted, model.batches)) == [[v, v + 1] for v in range(0, 12, 2)]
+
+
+async def infer_inline(batcher: DynamicBatcher, value: int) -> np.ndarray | None:
+    """A lone request the way the data plane runs it when it may (None: it may not)."""
+    with batcher.reserve(1) as reservation:
+        inline = await batcher.claim_inline(reservation)
+        if inline is None:
+            return None
+        try:
+            outputs, seconds = await asyncio.to_thread(inline.run, rows(value))
+            return inline.finish(outputs, seconds).outputs[0]
+        finally:
+            inline.release()
+
+
+def test_a_lone_request_runs_inline_only_when_nothing_else_waits_and_a_run_is_free() -> None:
+    model = Model(seconds=0.1)
+
+    async def scenario() -> None:
+        off = make(model, runs=2)
+        one_run = make(model, runs=1, inline=True)
+        batcher = make(model, runs=2, inline=True)
+        for started in (off, one_run, batcher):
+            started.start()
+        try:
+            await asyncio.sleep(0)  # the forming tasks take their run and wait for work
+            assert await infer_inline(off, 1) is None  # inline runs off
+            assert await infer_inline(one_run, 1) is None  # the only run waits with the forming task
+            answer = await infer_inline(batcher, 1)
+            assert answer is not None and answer.tolist() == [12]
+            with batcher.reserve(1) as other, batcher.reserve(1) as mine:
+                assert await batcher.claim_inline(mine) is None  # another request is decoding
+                other.release()
+                inline = await batcher.claim_inline(mine)
+                assert inline is not None and not mine.active and batcher.waiting_slots == 0
+                # The run it holds counts for admission, and no second inline run is free.
+                assert batcher.expected_seconds(0) > 0
+                with batcher.reserve(1) as third:
+                    assert await batcher.claim_inline(third) is None
+                inline.release()
+                inline.release()  # idempotent
+            assert await infer_inline(batcher, 2) is not None  # the run came back
+            with batcher.reserve(off.max_batch_size + 1) as large:
+                assert await batcher.claim_inline(large) is None  # more than one batch
+        finally:
+            for started in (off, one_run, batcher):
+                await started.stop()
+
+    run(scenario)
+
+
+def test_queued_requests_run_beside_an_inline_run_and_never_more_than_the_runs_at_once() -> None:
+    model = Model(seconds=0.1)
+
+    async def scenario() -> list[np.ndarray | None]:
+        batcher = make(model, max_batch_size=1, max_queue_delay_ms=0.0, runs=2, inline=True)
+        batcher.start()
+        try:
+            await asyncio.sleep(0)
+            lone = asyncio.ensure_future(infer_inline(batcher, 1))
+            await asyncio.sleep(0.02)  # it holds the free run now
+            queued = [asyncio.ensure_future(infer(batcher, [v])) for v in (2, 3, 4)]
+            await asyncio.sleep(0.01)
+            drained = asyncio.ensure_future(batcher.drain(timeout_s=5))
+            answers = [await lone, *await asyncio.gather(*queued)]
+            await drained
+            return answers
+        finally:
+            await batcher.stop()
+
+    answers = run(scenario)
+    assert [a.tolist() if a is not None else None for a in answers] == [[12], [24], [36], [48]]  # type: ignore[union-attr]
+    assert model.most_in_flight == 2
+
+
+def test_drain_waits_for_an_inline_run() -> None:
+    model = Model(seconds=0.2)
+
+    async def scenario() -> tuple[bool, float]:
+        batcher = make(model, runs=2, inline=True)
+        batcher.start()
+        await asyncio.sleep(0)
+        lone = asyncio.ensure_future(infer_inline(batcher, 1))
+        await asyncio.sleep(0.02)
+        started = time.monotonic()
+        await batcher.drain(timeout_s=5)
+        waited = time.monotonic() - started
+        return (await lone) is not None, waited
+
+    answered, waited = run(scenario)  # type: ignore[misc]
+    assert answered and waited >= 0.1

@@ -139,3 +139,23 @@ def test_request_the_work_ahead_would_make_miss_its_deadline_answers_503_deadlin
     # The work ahead takes seconds (200 runs): Retry-After says so, not 1 s.
     assert int(refused.headers["retry-after"]) >= 2
     assert elapsed < 1.0
+
+
+def test_a_lone_request_is_decoded_and_run_inline_and_counted_as_a_batch_of_one(
+    server: RunningServer, names: dict[str, str]
+) -> None:
+    labels = {"model": names["classification"], "version": "1"}
+    with server.client() as client:
+        before = client.get("/metrics").text
+        answers = [
+            client.post("/v1/classify", content=encode(scene(200, 150, seed)), headers=PNG)
+            for seed in range(3)
+        ]
+        text = client.get("/metrics").text
+    assert [a.status_code for a in answers] == [200] * 3
+    for answer in answers:
+        timing = answer.json()["timing"]
+        assert timing["queue_ms"] == 0.0  # no queue: the decoding thread ran it
+        assert timing["preprocess_ms"] > 0 and 0 < timing["inference_ms"] <= timing["total_ms"]
+    for name in ("inference_batch_size_count", "inference_batch_size_sum"):
+        assert metric_value(text, name, **labels) - metric_value(before, name, **labels) == 3
