@@ -23,7 +23,8 @@ Policy, kept apart from batch forming as in Triton's scheduler:
 - Deadlines: a chunk whose deadline passed while queued is answered `DeadlineExceeded` unrun.
 - Inline runs (`inline=True`, with a run free besides the one the forming task holds): a lone
   request that finds nothing else reserved or queued takes a run for itself (`claim_inline`)
-  and is decoded and run on one decode-pool thread. Measured on 2 cores, a lone request lost
+  and is decoded and run on one decode-pool thread (a tensor request: run there). Measured on
+  2 cores, a lone request lost
   ~2 ms to the hand-offs (loop → decode thread → batcher → inference thread → loop); a request
   that arrives meanwhile goes through the queue as before, and runs stay within `runs`.
 """

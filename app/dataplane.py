@@ -519,6 +519,10 @@ class DataPlane:
         """
         assert entry.batcher is not None
         with self._tracked(entry), entry.batcher.reserve(len(rows), deadline) as reservation:
+            inline = await entry.batcher.claim_inline(reservation)
+            if inline is not None:  # an idle model: run on a pool thread, without the queue
+                outputs, seconds = await self._in_pool(deadline, inline.run, rows, finished=inline.release)
+                return inline.finish(outputs, seconds)
             return await reservation.submit(rows, deadline)
 
     # -- models and readiness --------------------------------------------------------------------

@@ -74,7 +74,7 @@ router = APIRouter(
 )
 
 
-def get_protocol(request: Request, plane: DataPlaneDep) -> ProtocolPlane:
+async def get_protocol(request: Request, plane: DataPlaneDep) -> ProtocolPlane:  # async: no thread
     return ProtocolPlane(plane, request.app.version, request.app.state.reloader)
 
 

@@ -43,6 +43,10 @@ SERVER_NAME = "mnv2-serve"
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
 BACKEND = "onnxruntime"
+# Parsing or encoding a message this small takes microseconds on the loop, less than the hop to a
+# thread and back (a 224² image with a binary header: 1.2 → 0.9 CPU ms per request, 16 clients).
+INLINE_BODY_BYTES = 1 << 20  # the whole body, with its binary part
+INLINE_JSON_BYTES = 64 << 10  # its JSON header, or the answer's outputs
 # registry state → Triton's model state in the repository index
 _REPOSITORY_STATES = {
     "ready": "READY",
@@ -264,13 +268,18 @@ class ProtocolPlane:
         started = time.monotonic()
         entry, card = self.serving(name, version)
         # Inflating and parsing up to MAX_BODY_BYTES of JSON takes long enough to stall the loop.
-        parsed = await asyncio.to_thread(self._parse, card, body, header_length, encoding)
+        if _small_request(body, header_length, encoding):
+            parsed = self._parse(card, body, header_length, encoding)
+        else:
+            parsed = await asyncio.to_thread(self._parse, card, body, header_length, encoding)
         # A reload may have swapped the model while the body was parsed, and the old version stops
         # once nothing holds it: this request holds nothing yet, so it goes to the new one.
         current, current_card = self.serving(name, version)
         if current is not entry and current_card.input == card.input:
             entry, card = current, current_card
         outputs = await self.run(entry, card, parsed, self.deadline(parsed.request, started))
+        if sum(output.array.nbytes for output in outputs) <= INLINE_JSON_BYTES:
+            return codec.encode_response(entry.name, str(card.version), parsed.request.id, outputs)
         return await asyncio.to_thread(
             codec.encode_response, entry.name, str(card.version), parsed.request.id, outputs
         )
@@ -382,3 +391,11 @@ class ProtocolPlane:
             [[f"{p.score:f}:{p.index}:{p.label}".encode() for p in row] for row in rows], dtype=object
         ).reshape(len(rows), wanted.classes)
         return OutputTensor(wanted.name, strings, wanted.binary)
+
+
+def _small_request(body: bytes, header_length: str | None, encoding: str | None) -> bool:
+    """Whether parsing the body costs too little to be worth a thread (see INLINE_BODY_BYTES)."""
+    if (encoding or "identity").strip().lower() != "identity" or len(body) > INLINE_BODY_BYTES:
+        return False
+    json_bytes = int(header_length) if header_length and header_length.isdigit() else len(body)
+    return json_bytes <= INLINE_JSON_BYTES
