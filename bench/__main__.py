@@ -1,6 +1,7 @@
 """`python -m bench`: benchmark the service (and optionally a naive baseline) against its limit.
 
-    python -m bench                                  # every task, 1/4/16/64 clients, default models
+    python -m bench                                  # every task, 1/4/16/64 clients, default models,
+                                                     # and the front end's ceiling
     python -m bench --tasks classification --concurrency 1,16 --baseline
     python -m bench --url http://host:8000 --models models   # a server that is already running
     python -m bench --perf-analyzer                  # Triton's perf_analyzer over HTTP and gRPC
@@ -44,8 +45,9 @@ def parse(argv: list[str]) -> Options | PerfOptions:
     )
     parser.add_argument(
         "--tasks",
-        default="classification,segmentation,pose",
-        help="comma-separated tasks; also detection, and detect+pose (/v1/pose without boxes, where the "
+        default="classification,tensors,segmentation,pose",
+        help="comma-separated tasks (tensors: the classifier over /v2 with preprocessed binary tensors, "
+        "against session.run alone); also detection, and detect+pose (/v1/pose without boxes, where the "
         "repository has a detector)",
     )
     parser.add_argument(
@@ -113,6 +115,15 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         "--server-cpus", help="CPUs of the server and of the limit measurement (default: any)"
     )
     parser.add_argument("--no-limit", action="store_true", help="skip the in-process limit")
+    parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the front end's ceiling (the service on a zero-cost classifier, on 1 core and on all, "
+        "JPEG and tensor requests); it is skipped with --url too",
+    )
+    parser.add_argument(
+        "--ceiling-clients", type=int, default=16, help="clients of the ceiling's steps (default 16)"
+    )
     parser.add_argument(
         "--limit-seconds",
         type=float,
@@ -188,6 +199,8 @@ def parse(argv: list[str]) -> Options | PerfOptions:
         baseline_options=baseline_options,
         variants=variants,
         repeats=args.repeats,
+        ceiling=not args.no_ceiling and args.url is None,
+        ceiling_clients=args.ceiling_clients,
         command="python -m bench " + shlex.join(argv),
     )
 

@@ -20,6 +20,10 @@ image) and on the pool, and `session.run` at each batch size (images/s and the p
 image). With both sharing the machine's cores, no schedule can beat the **pipelined bound**,
 `min(run alone, cores / (prepare CPU + run CPU per image))` at the best
 batch size: what perfect overlap would give. The serial figure above is what no overlap gives.
+
+Requests that bring their own tensors (`/v2`, bench task `tensors`) decode nothing: their limit is
+`session.run` alone at each batch size, on one thread and on as many as the service keeps runs in
+flight (`measure_run_limit`).
 """
 
 from __future__ import annotations
@@ -358,4 +362,95 @@ def measure_limit(
         cpu_ms_per_image=best.cpu_ms,
         points=points,
         parts=parts,
+    )
+
+
+def _time_runs(
+    run: Callable[[np.ndarray], object], rows: np.ndarray, threads: int, min_images: int, max_seconds: float
+) -> LimitPoint:
+    """`threads` threads each running `rows` over and over: session.run alone, no preparing."""
+    lock = threading.Lock()
+    done = 0
+    run_s = 0.0
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def runner() -> None:
+        nonlocal done, run_s
+        while True:
+            with lock:
+                if done >= min_images or time.perf_counter() - started >= max_seconds:
+                    return
+                done += len(rows)
+            begun = time.perf_counter()
+            run(rows)
+            with lock:
+                run_s += time.perf_counter() - begun
+
+    workers = [threading.Thread(target=runner) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    schedule = "run alone" if threads == 1 else f"{threads} runs at once"
+    return LimitPoint(len(rows), schedule, done, seconds, 0.0, run_s / done * 1e3, cpu / done * 1e3)
+
+
+def measure_run_limit(
+    card: ModelCard,
+    onnx_path: Path,
+    settings: Settings,
+    batch_sizes: list[int],
+    min_images: int,
+    max_seconds: float,
+    task: str = "tensors",
+    log: Callable[[str], None] = print,
+) -> Limit:
+    """The limit of requests that bring their tensors: `session.run` alone, on one thread and on as
+    many threads as the service keeps runs in flight, at every batch size; the best of them.
+
+    The rows are the card's input size of mid-grey noise (the cost of a run does not depend on
+    the pixels). Its single-image time is the median of 24 runs at batch 1.
+    """
+    plan = plan_device(settings)
+    session = create_session(onnx_path, settings, plan)
+    in_flight = inference_runs(settings, card, plan.uses_cuda)
+    input_name, output_names = card.input.name, [o.name for o in card.outputs]
+    shape = (card.input.height, card.input.width, 3)
+    rng = np.random.default_rng(0)
+    largest = rng.integers(64, 192, (max(batch_sizes), *shape), dtype=np.uint8)
+
+    def run(batch: np.ndarray) -> object:
+        return session.run(output_names, {input_name: batch})
+
+    singles = []
+    run(largest[:1])
+    for _ in range(24):
+        begun = time.perf_counter()
+        run(largest[:1])
+        singles.append((time.perf_counter() - begun) * 1e3)
+    points = []
+    for batch_size in batch_sizes:
+        rows = largest[:batch_size]
+        run(rows)  # warm this size
+        for threads in sorted({1, in_flight}):
+            point = _time_runs(run, rows, threads, max(min_images, batch_size * 2 * threads), max_seconds)
+            points.append(point)
+            log(
+                f"  limit {task} batch {batch_size:>2} {point.schedule:<14} {point.images_per_s:7.1f} img/s "
+                f"(run {point.run_ms:.1f} ms, CPU {point.cpu_ms:.1f} ms per image)"
+            )
+    best = max(points, key=lambda p: p.images_per_s)
+    single = statistics.median(singles)
+    return Limit(
+        task=task,
+        model=card.name,
+        images_per_s=best.images_per_s,
+        batch_size=best.batch_size,
+        schedule=best.schedule,
+        single_image_ms=single,
+        single_prepare_ms=0.0,
+        single_run_ms=single,
+        cpu_ms_per_image=best.cpu_ms,
+        points=points,
     )

@@ -26,12 +26,13 @@ class LoadSpec:
     url: str
     path: str
     params: dict[str, str]
-    images: list[str]  # JPEG files, sent in turn
+    images: list[str]  # request bodies (JPEG files, or tensor bodies), sent in turn
     concurrency: int
     requests: int
     duration_s: float
     timeout_s: float
     warmup: int = 0  # requests sent (one per client at most) before the measured ones
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "image/jpeg"})
 
 
 @dataclass
@@ -53,7 +54,7 @@ async def _drive(spec: LoadSpec) -> LoadResult:
     connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     url = spec.url.rstrip("/") + spec.path
-    headers = {"Content-Type": "image/jpeg"}
+    headers = spec.headers
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     samples: list[str] = []

@@ -97,6 +97,8 @@ class Report:
     servers: list[ServerFigures]
     steps: list[Step]
     targets: list[Target]
+    # The front end's own ceiling: the service on a zero-cost model (`bench.run.Runner.ceiling`).
+    ceiling: list[Step] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +181,7 @@ def markdown(report: Report) -> str:
             f"{_fmt(s.server_cpu_ms_per_request, 1)} | {_fmt(s.other_cpu_share, 2)} |"
         )
     lines += comparison(report)
+    lines += ceiling_table(report.ceiling)
     if report.targets:
         lines += ["", "### Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
         for t in report.targets:
@@ -223,6 +226,67 @@ def comparison(report: Report) -> list[str]:
                 )
                 cells.append(spread(steps) + ratio)
             lines.append(f"| {concurrency} | " + " | ".join(cells) + " |")
+    return lines
+
+
+REQUEST_KINDS = {"classification": "JPEG to /v1/classify", "tensors": "tensor to /v2 (binary)"}
+PROJECTED_CORES = 16  # the GPU machine the ceiling is projected onto
+
+
+def ceiling_table(steps: list[Step]) -> list[str]:
+    """The service on a zero-cost model: requests/s, CPU per request, per core and 1 → N cores."""
+    if not steps:
+        return []
+    servers = list(dict.fromkeys(s.server for s in steps))
+    clients = steps[0].concurrency
+    lines = [
+        "",
+        f"### The front end's own ceiling: the service on a zero-cost classifier, {clients} clients",
+        "",
+        "Same card, preprocessing and outputs as the classifier, a graph that costs ~0.1 ms "
+        "(`bench.zero_model`): what the service spends per request is its own cost. The load "
+        "generator is not pinned: beside a 1-core server it has the other cores.",
+        "",
+        "| requests | server | req/s, median (min–max) | p50 ms | p99 ms | server CPU ms/req "
+        "| req/s per core of server CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    medians: dict[tuple[str, str], Step] = {}
+    for task in dict.fromkeys(s.task for s in steps):
+        for server in servers:
+            group = [s for s in steps if (s.task, s.server) == (task, server)]
+            middle = median_step(group)
+            if middle is None:
+                continue
+            medians[(task, server)] = middle
+            cpu = middle.server_cpu_ms_per_request
+            per_core = f"{1e3 / cpu:.0f}" if cpu else "–"
+            lines.append(
+                f"| {REQUEST_KINDS.get(task, task)} | {server} | {spread(group)} | {_fmt(middle.p50_ms)} | "
+                f"{_fmt(middle.p99_ms)} | {_fmt(cpu, 2)} | {per_core} |"
+            )
+    notes = []
+    for task in dict.fromkeys(s.task for s in steps):
+        first, last = medians.get((task, servers[0])), medians.get((task, servers[-1]))
+        kind = REQUEST_KINDS.get(task, task)
+        if first and last and last is not first and first.images_per_s > 0:
+            notes.append(
+                f"{kind}: {servers[-1]} ×{last.requests_per_s / first.requests_per_s:.2f} {servers[0]}"
+            )
+        cpus = [
+            m.server_cpu_ms_per_request
+            for (t, _), m in medians.items()
+            if t == task and m.server_cpu_ms_per_request
+        ]
+        if cpus:
+            notes.append(
+                f"{kind} at {min(cpus):.2f}–{max(cpus):.2f} CPU ms per request: a {PROJECTED_CORES}-core "
+                f"machine's front end would top out near {PROJECTED_CORES * 1e3 / max(cpus):.0f}–"
+                f"{PROJECTED_CORES * 1e3 / min(cpus):.0f} requests/s if it scaled linearly (not measured "
+                "beyond this machine's cores)"
+            )
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
     return lines
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -19,10 +20,12 @@ import httpx
 from app.config import Settings
 from app.registry import batch_limit
 from bench.images import BenchImage, image_set, write_images
-from bench.limit import Limit, measure_limit
+from bench.limit import Limit, measure_limit, measure_run_limit
 from bench.load import LoadResult, LoadSpec
 from bench.report import Report, ServerFigures, Step, Target, median_step, percentile, write
 from bench.server import ServerProcess, batch_counters
+from bench.tensors import write_tensor_bodies
+from bench.zero_model import write_zero_cost_model
 from contract import repository as model_repository
 from contract.card import ModelCard
 
@@ -37,11 +40,15 @@ TASK_PATHS = {
     "pose": "/v1/pose",
     "detection": "/v1/detect",
     "detect+pose": "/v1/pose",  # no boxes: the service's detector finds the people first
+    "tensors": "/v2/models/{model}/infer",  # the classifier's preprocessed rows, binary in and out
 }
 # `pose` times the pose model alone (the whole image as one person) even where a detector is loaded.
 TASK_PARAMS = {"pose": {"detect": "false"}}
 # Tasks of two models in one request: no in-process limit is measured for them.
 COMPOSITE_TASKS = {"detect+pose"}
+# Tasks whose requests carry tensors (Open Inference Protocol): only the service answers them, and
+# their limit is session.run alone. Which model's task they run: the classifier's.
+TENSOR_TASKS = {"tensors": "classification"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ PLANS = {
     # SSDLite at 320² is about a third of the classifier's multiply-adds at 224² plus NMS (not timed).
     "detection": TaskPlan(0.5, 1.0, (1, 2, 4, 8), 64, 3.0, 24),
     "detect+pose": TaskPlan(0.3, 1.0, (1,), 1, 1.0, 1),
+    "tensors": TaskPlan(1.0, 1.0, (1, 2, 4, 8, 16), 384, 2.0, 24),
 }
 
 
@@ -92,6 +100,9 @@ class Options:
     # Extra service servers: name → settings on top of --set ("unbatched": MAX_BATCH_SIZE=1).
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
     repeats: int = 1  # each (task, clients) step this many times, the servers interleaved
+    # The front end's own ceiling: the service on a zero-cost classifier, on 1 core and on all.
+    ceiling: bool = False
+    ceiling_clients: int = 16
 
 
 def is_service(kind: str) -> bool:
@@ -127,6 +138,9 @@ def find_models(repository: Path, settings: Settings) -> dict[str, tuple[ModelCa
         chosen[task] = max(pool, key=lambda f: (f[0].created, f[0].version))
     if "pose" in chosen and "detection" in chosen:
         chosen["detect+pose"] = chosen["pose"]
+    for task, model_task in TENSOR_TASKS.items():
+        if model_task in chosen:
+            chosen[task] = chosen[model_task]
     return chosen
 
 
@@ -177,6 +191,7 @@ class Runner:
         self.settings = Settings(**{k.lower(): v for k, v in options.settings.items()})  # type: ignore[arg-type]
         self.images: list[BenchImage] = []
         self.image_paths: list[str] = []
+        self.tensor_bodies: dict[str, tuple[list[str], dict[str, str]]] = {}  # model → paths, headers
 
     def server_env(self) -> dict[str, str]:
         env = {"MODEL_REPOSITORY": str(self.o.models)}
@@ -193,20 +208,29 @@ class Runner:
         limit: Limit | None,
         pid_cpu: Callable[[], float | None],
         repeat: int = 0,
+        requests: int | None = None,
     ) -> Step:
         plan = PLANS[task]
-        requests = max(concurrency, round(self.o.requests * plan.requests_scale))
+        if requests is None:
+            requests = max(concurrency, round(self.o.requests * plan.requests_scale))
         timeout_s = self.settings.request_timeout_ms / 1e3 + 30
+        if task in TENSOR_TASKS:
+            bodies, headers = self.tensor_bodies[model]
+            params = {}
+        else:
+            bodies, headers = self.image_paths, {"Content-Type": "image/jpeg"}
+            params = {"model": model, **TASK_PARAMS.get(task, {})}
         spec = LoadSpec(
             url=url,
-            path=TASK_PATHS[task],
-            params={"model": model, **TASK_PARAMS.get(task, {})},
-            images=self.image_paths,
+            path=TASK_PATHS[task].format(model=model),
+            params=params,
+            images=bodies,
             concurrency=concurrency,
             requests=requests,
             duration_s=self.o.duration_s * plan.duration_scale,
             timeout_s=timeout_s,
             warmup=1,
+            headers=headers,
         )
         with httpx.Client(timeout=30) as http:
             before = batch_counters(http, url, model)
@@ -273,6 +297,17 @@ class Runner:
         if self.o.server_cpus:
             os.sched_setaffinity(0, self.o.server_cpus)
         try:
+            if task in TENSOR_TASKS:
+                return measure_run_limit(
+                    card,
+                    onnx,
+                    self.settings,
+                    sizes,
+                    plan.limit_min_images,
+                    self.o.limit_seconds or plan.limit_max_seconds,
+                    task=task,
+                    log=self.log,
+                )
             return measure_limit(
                 card,
                 onnx,
@@ -286,6 +321,68 @@ class Runner:
             )
         finally:
             os.sched_setaffinity(0, previous)
+
+    def write_tensor_bodies(self, card: ModelCard) -> None:
+        if card.name not in self.tensor_bodies:
+            self.tensor_bodies[card.name] = write_tensor_bodies(
+                card,
+                [image.data for image in self.images],
+                self.settings.max_image_pixels,
+                self.o.out / "tensors" / card.name,
+            )
+
+    def ceiling(self, classifier: Path) -> list[Step]:
+        """The service on a zero-cost stand-in of the classifier (`bench.zero_model`), pinned to one
+        core and given all of them, at `ceiling_clients`: JPEG and tensor requests, interleaved.
+
+        What it spends per request there is its own cost, which bounds what it can feed a device
+        that runs the real network in no time.
+        """
+        o = self.o
+        repository = o.out / "zero-models"
+        shutil.rmtree(repository, ignore_errors=True)
+        zero = ModelCard.read(write_zero_cost_model(classifier, repository) / model_repository.CARD_FILE)
+        self.write_tensor_bodies(zero)
+        cores = sorted(o.server_cpus or os.sched_getaffinity(0))
+        layouts = {"zero-cost, 1 core": {cores[0]}}
+        if len(cores) > 1:
+            layouts[f"zero-cost, {len(cores)} cores"] = set(cores)
+        processes: dict[str, ServerProcess] = {}
+        steps: list[Step] = []
+        try:
+            for name, cpus in layouts.items():
+                # Every model there: the zero-cost one (a MODELS list names the real ones).
+                env = {**self.server_env(), "MODEL_REPOSITORY": str(repository), "MODELS": ""}
+                log = o.out / f"{name.replace(', ', '-').replace(' ', '-')}.log"
+                processes[name] = process = ServerProcess(name, "app", env, cpus, log)
+                self.log(f"starting the service on the zero-cost model, CPUs {sorted(cpus)} ...")
+                process.start()
+            names = list(layouts)
+            for repeat in range(o.repeats):
+                self.log(
+                    "front-end ceiling" + (f", repeat {repeat + 1} of {o.repeats}" if o.repeats > 1 else "")
+                )
+                for task in ("classification", "tensors"):
+                    shift = repeat % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        process = processes[name]
+                        steps.append(
+                            self.step(
+                                name,
+                                process.url,
+                                task,
+                                zero.name,
+                                o.ceiling_clients,
+                                None,
+                                process.cpu_seconds,
+                                repeat,
+                                requests=o.requests * 4,
+                            )
+                        )
+        finally:
+            for process in processes.values():
+                process.stop()
+        return steps
 
     def run(self) -> Report:
         o = self.o
@@ -305,6 +402,7 @@ class Runner:
         limits: dict[str, Limit] = {}
         limits_after: dict[str, Limit] = {}
         steps: list[Step] = []
+        ceiling: list[Step] = []
         servers: list[ServerFigures] = []
         kinds = ["service"] + [f"service-{name}" for name in o.variants]
         if o.baseline:
@@ -333,6 +431,10 @@ class Runner:
                 urls[kind], pid_cpus[kind] = process.url, process.cpu_seconds
             for task in o.tasks:
                 card, onnx = models[task]
+                if task in TENSOR_TASKS:
+                    self.write_tensor_bodies(card)
+                # Only the service answers the Open Inference Protocol.
+                task_kinds = [k for k in kinds if is_service(k)] if task in TENSOR_TASKS else kinds
                 measure = o.limit and task not in COMPOSITE_TASKS
                 if measure:
                     self.log(f"limit of {task} ({card.name}), servers idle:")
@@ -341,8 +443,8 @@ class Runner:
                     self.log(f"{task}" + (f", repeat {repeat + 1} of {o.repeats}" if o.repeats > 1 else ""))
                     for concurrency in o.concurrency:
                         # Rotated each repeat, so that no server always follows the same one.
-                        shift = repeat % len(kinds)
-                        for kind in kinds[shift:] + kinds[:shift]:
+                        shift = repeat % len(task_kinds)
+                        for kind in task_kinds[shift:] + task_kinds[:shift]:
                             steps.append(
                                 self.step(
                                     kind,
@@ -358,6 +460,8 @@ class Runner:
                 if measure:
                     self.log(f"limit of {task} again, servers idle:")
                     limits_after[task] = self.limit(task, card, onnx)
+            if o.ceiling and "classification" in models:
+                ceiling = self.ceiling(models["classification"][1].parent)
         finally:
             for kind in kinds:
                 if kind in processes:
@@ -386,6 +490,7 @@ class Runner:
             servers=servers,
             steps=steps,
             targets=[],
+            ceiling=ceiling,
         )
         report.targets = evaluate_targets(report, self.settings)
         return report
@@ -421,15 +526,24 @@ def evaluate_targets(report: Report, settings: Settings) -> list[Target]:
         """The repeat of median throughput (a measured step, so its figures belong together)."""
         return median_step(repeats(server, task, concurrency))
 
-    for task in ("classification", "segmentation", "pose"):
+    for task in ("classification", "tensors", "segmentation", "pose"):
         step = find("service", task, 16)
         if step is not None and step.ratio_to_limit is not None:
             targets.append(
                 Target(
-                    f"{task}, 16 clients: × limit",
+                    f"{task}, 16 clients: × " + ("session.run alone" if task in TENSOR_TASKS else "limit"),
                     "≥ 0.85",
                     f"{step.ratio_to_limit:.2f} ({step.images_per_s:.1f} / {limit_mean(report, task):.1f} img/s)",
                     step.ratio_to_limit >= 0.85,
+                )
+            )
+        if step is not None and step.ratio_to_bound is not None:
+            targets.append(
+                Target(
+                    f"{task}, 16 clients: × pipelined bound",
+                    "≥ 0.85",
+                    f"{step.ratio_to_bound:.2f}",
+                    step.ratio_to_bound >= 0.85,
                 )
             )
         naive = find("naive", task, 16)

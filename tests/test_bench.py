@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,13 @@ def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path,
         "--tasks", "classification", "--concurrency", "1,4", "--requests", "8", "--duration", "20",
         "--baseline", "--unbatched", "--repeats", "2", "--models", str(model_repository), "--out", str(out),
         "--set", f"MODELS={classifier_name(model_repository)}", "--set", "MAX_BATCH_SIZE=2",
-        "--sizes", "320x240,640x480", "--per-size", "1", "--limit-seconds", "0.3",
+        "--sizes", "320x240,640x480", "--per-size", "1", "--limit-seconds", "0.3", "--no-ceiling",
     ]  # fmt: skip
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
 
     report = json.loads((out / "results.json").read_text())
+    assert report["ceiling"] == []
     steps = {(s["server"], s["concurrency"], s["repeat"]): s for s in report["steps"]}
     servers = ("service", "service-unbatched", "naive")
     assert set(steps) == {(k, c, r) for k in servers for c in (1, 4) for r in (0, 1)}
@@ -69,6 +71,49 @@ def test_short_run_writes_a_table_a_json_file_and_a_plot(model_repository: Path,
     assert table in run.stdout  # the same table on stdout
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "images").glob("*.jpg"))) == 2
+
+
+def test_tensor_requests_against_session_run_alone_and_the_front_ends_ceiling(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    classifier = classifier_name(model_repository)
+    command = [
+        sys.executable, "-m", "bench",
+        "--tasks", "tensors", "--concurrency", "2", "--requests", "8", "--duration", "20",
+        "--baseline", "--models", str(model_repository), "--out", str(out), "--set", f"MODELS={classifier}",
+        "--sizes", "320x240", "--per-size", "2", "--limit-seconds", "0.3", "--ceiling-clients", "3",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+    report = json.loads((out / "results.json").read_text())
+    # Only the service speaks the Open Inference Protocol: the naive server sits the tensors out.
+    assert [(s["server"], s["task"], s["model"]) for s in report["steps"]] == [
+        ("service", "tensors", classifier)
+    ]
+    step = report["steps"][0]
+    assert step["sent"] == step["ok"] == 8 and step["errors"] == {} and step["ratio_to_limit"] > 0
+    limit = report["limits"]["tensors"]  # session.run alone: nothing is decoded
+    assert limit["single_prepare_ms"] == 0 and limit["single_run_ms"] == limit["single_image_ms"] > 0
+    assert limit["schedule"] in ("run alone", "2 runs at once") and limit["parts"] is None
+    assert len(list((out / "tensors" / classifier).glob("*.bin"))) == 2
+
+    ceiling = report["ceiling"]
+    cores = len(os.sched_getaffinity(0))
+    servers = ["zero-cost, 1 core"] + ([f"zero-cost, {cores} cores"] if cores > 1 else [])
+    assert sorted({s["server"] for s in ceiling}) == sorted(servers)
+    assert sorted((s["server"], s["task"]) for s in ceiling) == sorted(
+        (server, task) for server in servers for task in ("classification", "tensors")
+    )
+    for step in ceiling:
+        assert step["model"] == f"zero-cost-{classifier}" and step["concurrency"] == 3
+        assert step["ok"] == step["sent"] == 32 and step["errors"] == {}
+        assert step["server_cpu_ms_per_request"] > 0
+    table = (out / "results.md").read_text()
+    assert "### The front end's own ceiling: the service on a zero-cost classifier, 3 clients" in table
+    assert "| tensor to /v2 (binary) | zero-cost, 1 core |" in table
+    assert "tensors, 16 clients" not in table  # no 16-client step in this run: no target
 
 
 def test_an_empty_model_repository_says_to_build_the_models(tmp_path: Path) -> None:
