@@ -224,3 +224,20 @@ def test_two_service_processes_share_one_port_answer_and_stop_together(model_rep
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_two_checkouts_are_driven_in_turn_and_each_gets_its_figures(model_repository: Path) -> None:
+    command = [
+        sys.executable, "-m", "bench.checkouts", str(ROOT), str(ROOT), "--models", str(model_repository),
+        "--clients", "2", "--rounds", "2", "--seconds", "0.5",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert [line.split()[:4] for line in lines] == [
+        [kind, "2", "clients", name] for kind in ("v1", "v2") for name in ("before", "after")
+    ]
+    for line in lines:  # two rounds of requests/s, then their median
+        rates = line.split("req/s ")[1].split(" (")[0].split()
+        assert len(rates) == 2 and all(float(rate) > 0 for rate in rates)
+        assert "server CPU" in line
