@@ -42,7 +42,7 @@ e2e-check: setup
 
 # The benchmark of README's Performance section: service vs in-process limit vs a naive server.
 bench: models-if-missing
-	$(PY) -m bench --baseline --baseline-options default,service --out bench-results
+	$(PY) -m bench --baseline --repeats 3 --out bench-results
 
 # Both images built and run for real (docker/check.sh): needs a container engine, or root to start
 # one; without either it prints why and is skipped.
